@@ -1,0 +1,86 @@
+"""Any OpenAI-compatible API (Forii, the generic host in openai-compatible-chat.txt, OpenAI itself).
+
+Everything the client sent passes through, extension parameters included
+(Forii's ``reasoning_effort``, ``top_k``, ``metadata`` ...); only ``model`` is
+replaced by the target's upstream model, and a streamed call always asks for
+usage in its final chunk so that streamed requests are priced from real
+numbers.  Chunks without usage are relayed byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from providers.base import (
+    GATEWAY_FIELDS,
+    Adapter,
+    Capabilities,
+    ResponseContext,
+    StreamTranslator,
+    UpstreamCall,
+    Usage,
+    usage_from_openai,
+)
+from router.operations import Operation
+
+_PATHS = {Operation.CHAT: "/chat/completions", Operation.COMPLETION: "/completions"}
+_INCLUDE_USAGE = {"include_usage": True}
+
+
+def openai_payload(body: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
+    """The client's body for an OpenAI-shaped upstream: a shallow copy, never the original."""
+    payload = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+    payload["model"] = model
+    if stream:
+        payload["stream"] = True
+        options = body.get("stream_options")
+        payload["stream_options"] = {**options, **_INCLUDE_USAGE} if isinstance(options, dict) else _INCLUDE_USAGE
+    return payload
+
+
+def label_response(payload: dict[str, Any], ctx: ResponseContext) -> Usage | None:
+    """Add the gateway's labels to an OpenAI-shaped answer in place; return its usage."""
+    usage = usage_from_openai(payload.get("usage"))
+    if usage is not None:
+        payload["usage"] = usage.to_openai()
+    payload.setdefault("model", ctx.model)
+    payload["provider"] = ctx.provider
+    return usage
+
+
+class OpenAIStream(StreamTranslator):
+    def translate(self, data: bytes) -> bytes | None:
+        if b'"usage"' not in data:
+            return data
+        chunk = orjson.loads(data)
+        usage = usage_from_openai(chunk.get("usage"))
+        if usage is None:
+            return data
+        self.usage = usage
+        if self.ctx.include_usage:
+            chunk["usage"] = usage.to_openai()
+            return orjson.dumps(chunk)
+        if not chunk.get("choices"):
+            return None
+        del chunk["usage"]
+        return orjson.dumps(chunk)
+
+
+class OpenAIAdapter(Adapter):
+    kind = "openai"
+    capabilities = Capabilities(
+        operations=frozenset({Operation.CHAT, Operation.COMPLETION}),
+        streams=frozenset({Operation.CHAT, Operation.COMPLETION}),
+    )
+    default_base_url = "https://api.openai.com/v1"
+
+    def build_call(self, op: Operation, body: dict[str, Any], model: str, stream: bool) -> UpstreamCall:
+        return UpstreamCall(_PATHS[op], orjson.dumps(openai_payload(body, model, stream)), stream)
+
+    def translate_response(self, op: Operation, payload: dict[str, Any], ctx: ResponseContext) -> tuple[dict[str, Any], Usage | None]:
+        return payload, label_response(payload, ctx)
+
+    def stream_translator(self, op: Operation, ctx: ResponseContext) -> StreamTranslator:
+        return OpenAIStream(ctx)

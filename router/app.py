@@ -1,0 +1,113 @@
+"""``create_app``: the HTTP surface (endpoints and middlewares) over one ``Gateway``.
+
+Middlewares, each with one concern:
+    request_id_middleware   echo the client's x-request-id or make one
+    error_middleware        render every error in OpenAI's shape, with its status
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from router.config import RouteTable
+from router.errors import GatewayError, InvalidRequest
+from router.gateway import GATEWAY, REQUEST_ID, Gateway
+from router.operations import Operation
+from router.pipeline import handle_completion
+from router.request import new_request_id
+
+log = logging.getLogger("router")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("x-request-id")
+    # Echo a sane client id; never reflect arbitrary bytes into our headers and logs.
+    request[REQUEST_ID] = incoming if incoming and len(incoming) <= 128 and incoming.isprintable() else new_request_id()
+    return await handler(request)
+
+
+def error_response(exc: GatewayError, request_id: str | None) -> web.Response:
+    headers = dict(exc.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return web.Response(status=exc.status, body=exc.to_body(), content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(exc, request.get(REQUEST_ID))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = InvalidRequest(f"{request.method} {request.path}: {exc.reason}", code="not_found" if exc.status == 404 else None)
+        error.status = exc.status
+        return error_response(error, request.get(REQUEST_ID))
+    except Exception:
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, request.get(REQUEST_ID))
+        return error_response(GatewayError("the gateway failed to handle this request; it has been logged"), request.get(REQUEST_ID))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await handle_completion(request, Operation.CHAT)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await handle_completion(request, Operation.COMPLETION)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    table = request.app[GATEWAY].table
+    data = [
+        {
+            "id": alias.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "llm-router",
+            "operations": sorted(op.value for op in alias.operations),
+            **({"description": alias.description} if alias.description else {}),
+        }
+        for alias in (*table.aliases.values(), *table.wildcards)
+    ]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    checks = {"config": gateway.table is not None, "upstream_session": gateway.transport.is_open, "accepting": gateway.ready}
+    ready = all(checks.values())
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+
+
+def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Application:
+    gateway = gateway or Gateway(table)
+    # The body limit is enforced per request from the live table; this is only
+    # aiohttp's outer bound, so a reload that raises the limit still works.
+    app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024))
+    app[GATEWAY] = gateway
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

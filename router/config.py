@@ -1,0 +1,436 @@
+"""routes.yaml: the schema, its validation, and the immutable ``RouteTable`` it compiles into.
+
+    server:      listen address, body limit, deadlines
+    providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, options
+    models:      alias -> targets (provider + upstream model + routing facts),
+                 fallbacks, strategy, retry policy, operations it serves
+
+Every mistake is collected, not only the first, and each names the file and
+the path inside it (``models.chat.targets[1].provider``) with what to do.  A
+table is never changed after it is built; a reload builds a new one and
+swaps it whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from providers import ADAPTERS
+from router.operations import Operation
+from router.secrets import Secret
+
+STRATEGIES = ("priority", "weighted", "cost", "latency", "least-busy", "default")
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, issues: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.issues = issues
+        super().__init__("\n".join(f"{source}: {path}: {message}" if path else f"{source}: {message}" for path, message in issues))
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 60.0  # longest silence between two bytes of an answer
+    total: float = 300.0  # whole non-streamed call
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens.  ``version`` is stored on every usage record priced with it."""
+
+    input: Decimal = Decimal(0)
+    output: Decimal = Decimal(0)
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    reasoning: Decimal | None = None
+    version: str = "unversioned"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    kind: str
+    base_url: str
+    api_key: Secret | None
+    timeouts: Timeouts
+    headers: Mapping[str, str]
+    options: Mapping[str, Any]
+    limits: Limits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: Provider
+    model: str  # for a wildcard alias, "*" stands for the part the caller named
+    weight: float = 1.0
+    priority: int = 0
+    price: Price | None = None
+    limits: Limits | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity of the upstream for shared state: same provider account and model, same state."""
+        return f"{self.provider.name}/{self.model}"
+
+    def for_model(self, requested: str, prefix: str) -> Target:
+        if "*" not in self.model:
+            return self
+        return Target(self.provider, self.model.replace("*", requested[len(prefix):]), self.weight, self.priority, self.price, self.limits)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 1  # tries per target before moving on
+    backoff_initial: float = 0.05
+    backoff_max: float = 2.0
+    retry_after_cap: float = 10.0
+    deadline: float = 120.0  # seconds a client may wait in all, every attempt included
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    name: str
+    targets: tuple[Target, ...]
+    fallbacks: tuple[str, ...] = ()
+    strategy: str = "default"
+    retry: RetryPolicy = RetryPolicy()
+    operations: frozenset[Operation] = frozenset({Operation.CHAT})
+    description: str = ""
+
+    @property
+    def wildcard_prefix(self) -> str | None:
+        return self.name[:-1] if self.name.endswith("*") else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    source: str
+    server: ServerSettings
+    providers: Mapping[str, Provider]
+    aliases: Mapping[str, Alias]
+    wildcards: tuple[Alias, ...] = field(default=())
+
+    def lookup(self, name: str) -> Alias | None:
+        alias = self.aliases.get(name)
+        if alias is not None:
+            return alias
+        for wildcard in self.wildcards:  # longest prefix first
+            prefix = wildcard.wildcard_prefix
+            if prefix is not None and name.startswith(prefix) and len(name) > len(prefix):
+                return wildcard
+        return None
+
+    def secrets(self) -> list[Secret]:
+        return [p.api_key for p in self.providers.values() if p.api_key]
+
+
+_RETRY, _TIMEOUTS, _SERVER = RetryPolicy(), Timeouts(), ServerSettings()
+
+
+# --------------------------------------------------------------------------
+# Reading: a tiny cursor over the YAML tree that records problems with paths.
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.issues: list[tuple[str, str]] = []
+        self.env = env
+
+    def fail(self, path: str, message: str) -> None:
+        self.issues.append((path, message))
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a mapping, got {type(value).__name__}")
+            return {}
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    self.fail(f"{path}.{key}" if path else str(key), f"unknown field; expected one of: {', '.join(allowed)}")
+        return value
+
+    def string(self, value: Any, path: str, *, required: bool = False, default: str | None = None) -> str | None:
+        if value is None:
+            if required:
+                self.fail(path, "is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.fail(path, f"must be a string, got {type(value).__name__}")
+            return default
+        return self.interpolate(str(value), path)
+
+    def interpolate(self, text: str, path: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name, fallback = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            if fallback is not None:
+                return fallback
+            self.fail(path, f"environment variable {name} is not set (export it, or write ${{{name}:-default}})")
+            return ""
+
+        return _ENV.sub(substitute, text)
+
+    def number(self, value: Any, path: str, default: float, *, minimum: float = 0.0) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(path, f"must be a number, got {type(value).__name__}")
+            return default
+        if value < minimum:
+            self.fail(path, f"must be at least {minimum}, got {value}")
+        return float(value)
+
+    def integer(self, value: Any, path: str, default: int | None, *, minimum: int = 0) -> int | None:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, f"must be a whole number, got {value!r}")
+            return default
+        if value < minimum:
+            self.fail(path, f"must be at least {minimum}, got {value}")
+        return value
+
+    def money(self, value: Any, path: str) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            self.fail(path, f"must be a price in USD per million tokens, got {value!r}")
+            return None
+        try:
+            # str() first: a YAML float 0.15 must price as exactly 0.15.
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            self.fail(path, f"must be a price in USD per million tokens, got {value!r}")
+            return None
+        if amount < 0 or not amount.is_finite():
+            self.fail(path, f"must be a non-negative finite price, got {value!r}")
+        return amount
+
+
+def _limits(r: _Reader, raw: Any, path: str) -> Limits | None:
+    if raw is None:
+        return None
+    data = r.mapping(raw, path, ("rpm", "tpm", "concurrency"))
+    return Limits(
+        rpm=r.integer(data.get("rpm"), f"{path}.rpm", None, minimum=1),
+        tpm=r.integer(data.get("tpm"), f"{path}.tpm", None, minimum=1),
+        concurrency=r.integer(data.get("concurrency"), f"{path}.concurrency", None, minimum=1),
+    )
+
+
+def _price(r: _Reader, raw: Any, path: str) -> Price | None:
+    if raw is None:
+        return None
+    data = r.mapping(raw, path, ("input", "output", "cached_input", "cache_write", "reasoning", "version"))
+    for required in ("input", "output"):
+        if data and required not in data:
+            r.fail(f"{path}.{required}", "is required (USD per million tokens)")
+    return Price(
+        input=r.money(data.get("input"), f"{path}.input") or Decimal(0),
+        output=r.money(data.get("output"), f"{path}.output") or Decimal(0),
+        cached_input=r.money(data.get("cached_input"), f"{path}.cached_input"),
+        cache_write=r.money(data.get("cache_write"), f"{path}.cache_write"),
+        reasoning=r.money(data.get("reasoning"), f"{path}.reasoning"),
+        version=r.string(data.get("version"), f"{path}.version", default="unversioned") or "unversioned",
+    )
+
+
+def _provider(r: _Reader, name: str, raw: Any) -> Provider | None:
+    path = f"providers.{name}"
+    data = r.mapping(raw, path, ("kind", "base_url", "api_key", "timeouts", "headers", "limits", "options"))
+    kind = r.string(data.get("kind"), f"{path}.kind", required=True)
+    if kind is None:
+        return None
+    adapter = ADAPTERS.get(kind)
+    if adapter is None:
+        r.fail(f"{path}.kind", f"unknown provider kind {kind!r}; known kinds: {', '.join(sorted(ADAPTERS))}")
+        return None
+    base_url = r.string(data.get("base_url"), f"{path}.base_url", default=adapter.default_base_url)
+    if not base_url:
+        r.fail(f"{path}.base_url", "is required for this kind")
+        base_url = ""
+    elif kind != "mock" and not base_url.startswith(("http://", "https://")):
+        r.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+    api_key = r.string(data.get("api_key"), f"{path}.api_key")
+    t = r.mapping(data.get("timeouts"), f"{path}.timeouts", ("connect", "read", "total"))
+    timeouts = Timeouts(
+        connect=r.number(t.get("connect"), f"{path}.timeouts.connect", _TIMEOUTS.connect, minimum=0.001),
+        read=r.number(t.get("read"), f"{path}.timeouts.read", _TIMEOUTS.read, minimum=0.001),
+        total=r.number(t.get("total"), f"{path}.timeouts.total", _TIMEOUTS.total, minimum=0.001),
+    )
+    headers = {str(k): r.string(v, f"{path}.headers.{k}") or "" for k, v in r.mapping(data.get("headers"), f"{path}.headers").items()}
+    options = r.mapping(data.get("options"), f"{path}.options")
+    return Provider(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key=Secret(api_key) if api_key else None,
+        timeouts=timeouts,
+        headers=MappingProxyType(headers),
+        options=MappingProxyType(dict(options)),
+        limits=_limits(r, data.get("limits"), f"{path}.limits"),
+    )
+
+
+_TARGET_FIELDS = ("provider", "model", "weight", "priority", "price", "limits")
+_ALIAS_FIELDS = ("targets", "fallbacks", "strategy", "retry", "operations", "description")
+
+
+def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider]) -> Alias | None:
+    path = f"models.{name}"
+    data = r.mapping(raw, path, _ALIAS_FIELDS)
+    wildcard = name.endswith("*")
+    if "*" in name[:-1]:
+        r.fail(path, "a wildcard alias may only end in '*', like 'forii/*'")
+    ops_raw = data.get("operations", ["chat"])
+    operations: set[Operation] = set()
+    if not isinstance(ops_raw, list) or not ops_raw:
+        r.fail(f"{path}.operations", "must be a non-empty list of: chat, completion")
+    else:
+        for i, op in enumerate(ops_raw):
+            try:
+                operations.add(Operation(op))
+            except ValueError:
+                r.fail(f"{path}.operations[{i}]", f"unknown operation {op!r}; expected chat or completion")
+    raw_targets = data.get("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        r.fail(f"{path}.targets", "must be a non-empty list of {provider, model}")
+        raw_targets = []
+    targets: list[Target] = []
+    for i, raw_target in enumerate(raw_targets):
+        tpath = f"{path}.targets[{i}]"
+        t = r.mapping(raw_target, tpath, _TARGET_FIELDS)
+        provider_name = r.string(t.get("provider"), f"{tpath}.provider", required=True)
+        provider = providers.get(provider_name) if provider_name else None
+        if provider_name and provider is None:
+            r.fail(f"{tpath}.provider", f"unknown provider {provider_name!r}; declared providers: {', '.join(sorted(providers)) or 'none'}")
+        model = r.string(t.get("model"), f"{tpath}.model", required=not wildcard, default="*")
+        if provider is None or model is None:
+            continue
+        adapter = ADAPTERS[provider.kind]
+        for op in sorted(operations - adapter.capabilities.operations):
+            r.fail(tpath, f"provider {provider.name!r} (kind {provider.kind}) cannot serve {op.value}; it serves {', '.join(sorted(o.value for o in adapter.capabilities.operations))}")
+        targets.append(
+            Target(
+                provider=provider,
+                model=model,
+                weight=r.number(t.get("weight"), f"{tpath}.weight", 1.0),
+                priority=r.integer(t.get("priority"), f"{tpath}.priority", 0) or 0,
+                price=_price(r, t.get("price"), f"{tpath}.price"),
+                limits=_limits(r, t.get("limits"), f"{tpath}.limits"),
+            )
+        )
+    fallbacks = data.get("fallbacks", [])
+    if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+        r.fail(f"{path}.fallbacks", "must be a list of alias names")
+        fallbacks = []
+    strategy = r.string(data.get("strategy"), f"{path}.strategy", default="default") or "default"
+    if strategy not in STRATEGIES:
+        r.fail(f"{path}.strategy", f"unknown strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
+    rr = r.mapping(data.get("retry"), f"{path}.retry", ("attempts", "backoff_initial", "backoff_max", "retry_after_cap", "deadline"))
+    retry = RetryPolicy(
+        attempts=r.integer(rr.get("attempts"), f"{path}.retry.attempts", _RETRY.attempts, minimum=1) or 1,
+        backoff_initial=r.number(rr.get("backoff_initial"), f"{path}.retry.backoff_initial", _RETRY.backoff_initial),
+        backoff_max=r.number(rr.get("backoff_max"), f"{path}.retry.backoff_max", _RETRY.backoff_max),
+        retry_after_cap=r.number(rr.get("retry_after_cap"), f"{path}.retry.retry_after_cap", _RETRY.retry_after_cap),
+        deadline=r.number(rr.get("deadline"), f"{path}.retry.deadline", _RETRY.deadline, minimum=0.01),
+    )
+    if not targets:
+        return None
+    return Alias(
+        name=name,
+        targets=tuple(targets),
+        fallbacks=tuple(fallbacks),
+        strategy=strategy,
+        retry=retry,
+        operations=frozenset(operations),
+        description=r.string(data.get("description"), f"{path}.description", default="") or "",
+    )
+
+
+def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:
+    r = _Reader(os.environ if env is None else env)
+    root = r.mapping(document, "", ("version", "server", "providers", "models"))
+    if document is None or not root:
+        raise ConfigError(source, [("", "the file is empty; it needs at least 'providers' and 'models'")])
+    version = root.get("version", 1)
+    if version != 1:
+        r.fail("version", f"unsupported version {version!r}; this gateway reads version 1")
+    s = r.mapping(root.get("server"), "server", ("host", "port", "max_body_bytes"))
+    server = ServerSettings(
+        host=r.string(s.get("host"), "server.host", default=_SERVER.host) or _SERVER.host,
+        port=r.integer(s.get("port"), "server.port", _SERVER.port, minimum=0) or 0,
+        max_body_bytes=r.integer(s.get("max_body_bytes"), "server.max_body_bytes", _SERVER.max_body_bytes, minimum=1024) or 0,
+    )
+    providers: dict[str, Provider] = {}
+    raw_providers = r.mapping(root.get("providers"), "providers")
+    if not raw_providers:
+        r.fail("providers", "declare at least one provider (the built-in one is kind: mock)")
+    for name, raw in raw_providers.items():
+        provider = _provider(r, str(name), raw)
+        if provider is not None:
+            providers[str(name)] = provider
+    aliases: dict[str, Alias] = {}
+    raw_models = r.mapping(root.get("models"), "models")
+    if not raw_models:
+        r.fail("models", "declare at least one model alias")
+    for name, raw in raw_models.items():
+        alias = _alias(r, str(name), raw, providers)
+        if alias is not None:
+            aliases[str(name)] = alias
+    for alias in aliases.values():
+        for i, fallback in enumerate(alias.fallbacks):
+            if fallback not in raw_models:
+                r.fail(f"models.{alias.name}.fallbacks[{i}]", f"unknown alias {fallback!r}")
+            elif fallback == alias.name:
+                r.fail(f"models.{alias.name}.fallbacks[{i}]", "an alias cannot fall back to itself")
+    if r.issues:
+        raise ConfigError(source, r.issues)
+    exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}
+    wildcards = tuple(sorted((a for a in aliases.values() if a.wildcard_prefix is not None), key=lambda a: -len(a.name)))
+    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards)
+
+
+def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteTable:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(source, [("", f"{where}not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from exc
+    return parse_table(document, source, env)

@@ -1,0 +1,322 @@
+"""The request path, one rung per concern.
+
+    handle_completion          parse once, keep one RequestRecord, account at the end
+    -> resolve_candidates      routing/candidates.py: aliases, fallbacks, the request's models
+    -> send_with_fallback      walk the candidates; stop at the first answer or a caller's 4xx
+    -> send_with_retries       same target again with backoff, per the alias's retry policy
+    -> one_attempt             adapter builds, transport sends, adapter translates
+       -> relay_stream         SSE relayed event by event; after the first byte, no failover
+
+The client's body is never mutated: each attempt builds a fresh upstream
+body from it, so a retry or a failover sends exactly what the first did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from providers import ADAPTERS
+from providers.base import Adapter, ResponseContext, StreamTranslator
+from router.accounting.record import AttemptRecord, RequestRecord
+from router.errors import (
+    CALLER_FAULT_STATUSES,
+    AllCandidatesFailed,
+    BodyTooLarge,
+    GatewayError,
+    TargetUnavailable,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    status_for_failures,
+)
+from router.gateway import GATEWAY, REQUEST_ID, Gateway
+from router.operations import Operation
+from router.request import ClientRequest, parse_request
+from router.retry import call_with_retries
+from router.routing.candidates import Candidate, resolve_candidates
+from router.secrets import scrub
+from router.sse import DONE, DONE_EVENT, chunks_from_response, encode
+from router.transport import UpstreamResponse
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge(f"the request body is {length} bytes; this gateway accepts at most {limit}")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"the request body is over {limit} bytes") from None
+    if len(body) > limit:
+        raise BodyTooLarge(f"the request body is {len(body)} bytes; this gateway accepts at most {limit}")
+    return body
+
+
+async def handle_completion(request: web.Request, op: Operation) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    table = gateway.table  # one snapshot per request: a reload never changes a request mid-way
+    record = RequestRecord(request_id=request[REQUEST_ID], operation=op.value, stream=False, requested_models=[])
+    try:
+        req = parse_request(op, await read_body(request, table.server.max_body_bytes), record.request_id)
+        record.stream, record.requested_models = req.stream, req.models
+        record.user = req.body.get("user") if isinstance(req.body.get("user"), str) else None
+        record.metadata = dict(req.metadata)
+        candidates, skipped = resolve_candidates(table, req)
+        for skip in skipped:
+            record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))
+        response = await send_with_fallback(request, gateway, req, candidates, record)
+        record.finish(response.status)
+        return response
+    except GatewayError as exc:
+        record.finish(exc.status, type(exc).__name__)
+        raise
+    except asyncio.CancelledError:
+        record.client_disconnected = True
+        record.finish(499, "ClientDisconnected")
+        raise
+    finally:
+        gateway.account(record)
+
+
+def _attempt_lines(record: RequestRecord) -> list[str]:
+    return [f"{a.alias} -> {a.target}: {a.outcome}" for a in record.attempts]
+
+
+async def send_with_fallback(
+    request: web.Request, gateway: Gateway, req: ClientRequest, candidates: list[Candidate], record: RequestRecord
+) -> web.StreamResponse:
+    deadline = req.received_at + candidates[0].alias.retry.deadline
+    errors: list[GatewayError] = []
+    for candidate in candidates:
+        if time.monotonic() >= deadline:
+            errors.append(UpstreamTimeout("the request's deadline passed before this target could be tried"))
+            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, "skipped: deadline passed"))
+            break
+        try:
+            return await send_with_retries(request, gateway, req, candidate, record, deadline)
+        except UpstreamClientError:
+            raise
+        except (UpstreamError, TargetUnavailable) as exc:
+            errors.append(exc)
+    raise AllCandidatesFailed(status_for_failures(errors), _attempt_lines(record), headers=router_headers(req, record, None))
+
+
+
+async def send_with_retries(
+    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float
+) -> web.StreamResponse:
+    return await call_with_retries(
+        candidate.alias.retry, deadline, lambda: one_attempt(request, gateway, req, candidate, record, deadline)
+    )
+
+
+def router_headers(req: ClientRequest, record: RequestRecord, candidate: Candidate | None) -> dict[str, str]:
+    headers = {"x-request-id": req.request_id, "x-router-attempts": str(record.tries)}
+    if candidate is not None:
+        headers["x-router-provider"] = candidate.target.provider.name
+        headers["x-router-model"] = candidate.target.model
+    return headers
+
+
+def _retry_after(headers: Any) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None  # an HTTP date: rare from model APIs; the backoff applies instead
+    return None
+
+
+async def _status_error(adapter: Adapter, response: UpstreamResponse, gateway: Gateway, candidate: Candidate) -> UpstreamStatusError:
+    raw = b""
+    try:
+        raw = await response.read()
+    except UpstreamError:
+        pass
+    finally:
+        response.close()
+    try:
+        payload = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        payload = None
+    message = scrub(adapter.error_message(response.status, payload) if payload is not None else (raw[:200].decode("utf-8", "replace") or f"HTTP {response.status}"), gateway.table.secrets())
+    where = candidate.target.provider.name
+    if response.status in CALLER_FAULT_STATUSES:
+        body = payload if isinstance(payload, dict) else None
+        if body is not None and isinstance(body.get("error"), dict):
+            body = {"error": {**body["error"], "message": message}}
+        return UpstreamClientError(response.status, f"{where} rejected the request: {message}", body=body)
+    return UpstreamStatusError(response.status, f"{where} answered {response.status}: {message}", retry_after=_retry_after(response.headers))
+
+
+async def one_attempt(
+    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float
+) -> web.StreamResponse:
+    target = candidate.target
+    adapter = ADAPTERS[target.provider.kind]
+    native_stream = req.stream and req.op in adapter.capabilities.streams
+    call = adapter.build_call(req.op, req.body, target.model, native_stream)
+    ctx = ResponseContext(target.provider.name, target.model, req.request_id, int(time.time()), req.include_usage)
+    attempt = AttemptRecord(target.key, candidate.alias.name, "started")
+    record.attempts.append(attempt)
+    started = time.monotonic()
+    if record.upstream_started_mono is None:
+        record.upstream_started_mono = started
+    upstream: UpstreamResponse | None = None
+    try:
+        async with asyncio.timeout_at(_loop_deadline(deadline)):
+            upstream = await gateway.transport.send(target.provider, call, req.request_id)
+            attempt.status = upstream.status
+            if upstream.status >= 400:
+                raise await _status_error(adapter, upstream, gateway, candidate)
+            if native_stream:
+                translator = adapter.stream_translator(req.op, ctx)
+                events = upstream.events()
+                first = await _first_event(events, target.provider.name)
+            else:
+                raw = await upstream.read()
+    except TimeoutError as exc:
+        if upstream is not None:
+            upstream.close()
+        error = UpstreamTimeout(f"{target.provider.name}: no answer within the request's deadline")
+        _close_attempt(attempt, started, error)
+        raise error from exc
+    except GatewayError as exc:
+        if upstream is not None:
+            upstream.close()
+        _close_attempt(attempt, started, exc)
+        raise
+    except BaseException:
+        if upstream is not None:
+            upstream.close()
+        attempt.outcome = "client disconnected"
+        attempt.latency_ms = (time.monotonic() - started) * 1000
+        raise
+
+    if native_stream:
+        return await relay_stream(request, req, candidate, record, attempt, upstream, translator, events, first, started)
+
+    try:
+        payload = orjson.loads(raw)
+        if not isinstance(payload, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        error = UpstreamProtocolError(f"{target.provider.name}: answer is not a JSON object")
+        _close_attempt(attempt, started, error)
+        raise error from exc
+    out, usage = adapter.translate_response(req.op, payload, ctx)
+    _succeed(record, candidate, attempt, started, usage)
+    headers = router_headers(req, record, candidate)
+    if not req.stream:
+        record.first_token_mono = record.ended_mono or time.monotonic()
+        return web.Response(body=orjson.dumps(out), headers=headers, content_type="application/json")
+    # The provider cannot stream: answer the streaming client from the whole response.
+    response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+    await response.prepare(request)
+    record.first_token_mono = time.monotonic()
+    for chunk in chunks_from_response(out, req.include_usage):
+        await response.write(encode(chunk))
+    await response.write(DONE_EVENT)
+    await response.write_eof()
+    return response
+
+
+def _loop_deadline(deadline: float) -> float:
+    # ``deadline`` is on time.monotonic(); asyncio's clock may differ in origin.
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
+
+
+async def _first_event(events: Any, provider: str) -> bytes:
+    async for data in events:
+        if data:
+            return bytes(data)
+    raise UpstreamProtocolError(f"{provider}: the stream ended before its first event")
+
+
+def _close_attempt(attempt: AttemptRecord, started: float, error: GatewayError) -> None:
+    attempt.latency_ms = (time.monotonic() - started) * 1000
+    reason = getattr(error, "reason", "error")
+    attempt.outcome = f"{reason} ({error.message})" if reason != error.message else reason
+
+
+def _succeed(record: RequestRecord, candidate: Candidate, attempt: AttemptRecord, started: float, usage: Any) -> None:
+    attempt.outcome = "ok"
+    attempt.latency_ms = (time.monotonic() - started) * 1000
+    attempt.usage = usage
+    record.alias = candidate.alias.name
+    record.provider = candidate.target.provider.name
+    record.model = candidate.target.model
+    record.target_key = candidate.target.key
+    record.usage = usage
+
+
+async def relay_stream(
+    request: web.Request,
+    req: ClientRequest,
+    candidate: Candidate,
+    record: RequestRecord,
+    attempt: AttemptRecord,
+    upstream: UpstreamResponse,
+    translator: StreamTranslator,
+    events: Any,
+    first: bytes,
+    started: float,
+) -> web.StreamResponse:
+    """Relay the stream as it arrives.  The client's first byte commits us to this target."""
+    _succeed(record, candidate, attempt, started, None)
+    response = web.StreamResponse(headers={**router_headers(req, record, candidate), **SSE_HEADERS})
+    try:
+        await response.prepare(request)
+        record.first_token_mono = time.monotonic()
+        data: bytes | None = first
+        while data is not None:
+            if data == DONE:
+                break
+            chunk = translator.translate(data)
+            if chunk is not None:
+                await response.write(encode(chunk))
+            data = await anext(events, None)
+        for chunk in translator.finish():
+            await response.write(encode(chunk))
+        await response.write(DONE_EVENT)
+    except UpstreamError as exc:
+        # Too late to fail over: tell the client in the stream, in the OpenAI error shape.
+        attempt.outcome = f"{exc.reason} mid-stream"
+        record.error_class = type(exc).__name__
+        record.extra["stream_error"] = exc.message
+        await _write_quietly(response, encode(GatewayError(f"the upstream stream broke: {exc.message}").to_body()))
+    except (ConnectionResetError, asyncio.CancelledError):
+        record.client_disconnected = True
+        raise
+    finally:
+        upstream.close()
+        record.usage = attempt.usage = translator.usage
+    await _write_quietly(response, None)
+    return response
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes | None) -> None:
+    try:
+        if data is None:
+            await response.write_eof()
+        else:
+            await response.write(data)
+    except ConnectionResetError:
+        pass

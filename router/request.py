@@ -1,0 +1,121 @@
+"""The client's request, parsed and checked once; attempts translate from it and never mutate it."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from router.errors import InvalidRequest
+from router.operations import Operation
+
+# Type checks for the fields whose mistakes we can name before any upstream
+# sees them.  (bool is rejected where a number is expected: JSON true is not 1.)
+_NUMBER_FIELDS = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
+_INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k", "top_logprobs", "best_of")
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class ClientRequest:
+    op: Operation
+    body: dict[str, Any]
+    models: list[str]  # the request's own order: ``model`` then each of ``models``
+    stream: bool
+    include_usage: bool
+    request_id: str
+    received_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        value = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
+        return value if isinstance(value, int) else None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        value = self.body.get("metadata")
+        return value if isinstance(value, dict) else {}
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def parse_request(op: Operation, raw: bytes, request_id: str) -> ClientRequest:
+    if not raw:
+        raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the request body must be a JSON object, got {_kind(body)}", code="invalid_json")
+
+    model = body.get("model")
+    extra = body.get("models")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest(f"'model' must be a string, got {_kind(model)}", param="model")
+    if extra is not None and (not isinstance(extra, list) or not all(isinstance(m, str) for m in extra)):
+        raise InvalidRequest("'models' must be an array of model names", param="models")
+    models = ([model] if model else []) + [m for m in (extra or []) if m != model]
+    if not models:
+        raise InvalidRequest("you must name a model: set 'model' (or a 'models' fallback list)", param="model", code="missing_model")
+
+    if op is Operation.CHAT:
+        messages = body.get("messages")
+        if messages is None:
+            raise InvalidRequest("'messages' is required", param="messages")
+        if not isinstance(messages, list):
+            raise InvalidRequest(f"'messages' must be an array of message objects, got {_kind(messages)}", param="messages")
+        if not messages:
+            raise InvalidRequest("'messages' must contain at least one message", param="messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise InvalidRequest(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]")
+    else:
+        prompt = body.get("prompt")
+        if prompt is None:
+            raise InvalidRequest("'prompt' is required", param="prompt")
+        if not isinstance(prompt, (str, list)):
+            raise InvalidRequest(f"'prompt' must be a string or an array, got {_kind(prompt)}", param="prompt")
+
+    for name in _NUMBER_FIELDS:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InvalidRequest(f"'{name}' must be a number, got {_kind(value)}", param=name)
+    for name in _INT_FIELDS:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidRequest(f"'{name}' must be an integer, got {_kind(value)}", param=name)
+        if isinstance(value, int) and value < 0:
+            raise InvalidRequest(f"'{name}' must not be negative", param=name)
+
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequest(f"'stream' must be a boolean, got {_kind(stream)}", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest(f"'stream_options' must be an object, got {_kind(options)}", param="stream_options")
+    metadata = body.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())):
+        raise InvalidRequest("'metadata' must be an object of string values", param="metadata")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidRequest(f"'user' must be a string, got {_kind(user)}", param="user")
+
+    return ClientRequest(
+        op=op,
+        body=body,
+        models=models,
+        stream=stream,
+        include_usage=bool(stream and options and options.get("include_usage")),
+        request_id=request_id,
+    )

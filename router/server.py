@@ -1,0 +1,48 @@
+"""Running the app on a socket: one code path for the CLI and the tests.
+
+Handlers are cancelled when their client disconnects (``handler_cancellation``),
+which is how a streaming client that goes away cancels its upstream call at once.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from router.app import create_app
+from router.config import RouteTable
+from router.gateway import GATEWAY, Gateway
+
+
+@dataclass
+class RunningServer:
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.runner.app[GATEWAY]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(table: RouteTable, host: str | None = None, port: int | None = None, *, reuse_port: bool = False, sock: socket.socket | None = None) -> RunningServer:
+    app = create_app(table)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, host or table.server.host, table.server.port if port is None else port, reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0]
+    return RunningServer(runner, bound[0], bound[1])

@@ -1,0 +1,123 @@
+"""All upstream I/O: one pooled aiohttp session, and the in-process mock upstream.
+
+``Transport.send`` takes what an adapter built and returns an
+``UpstreamResponse`` (status, headers, whole body or SSE events).  Every
+library exception is mapped here to the most specific ``UpstreamError``, so
+the pipeline above never sees aiohttp's.  Secrets are read only here, where
+the auth header is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import aiohttp
+
+from providers import ADAPTERS
+from providers.base import UpstreamCall
+from providers.mock import MockUpstream
+from router.config import Provider
+from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from router.sse import iter_events
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self) -> bytes: ...
+
+    def events(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+def _describe(provider: Provider, exc: BaseException) -> str:
+    detail = str(exc) or type(exc).__name__
+    # aiohttp puts the host in its messages; it is not a secret, the key never is in them.
+    return f"{provider.name}: {detail}"
+
+
+class HttpResponse:
+    __slots__ = ("_response", "_provider", "status", "headers")
+
+    def __init__(self, response: aiohttp.ClientResponse, provider: Provider) -> None:
+        self._response = response
+        self._provider = provider
+        self.status = response.status
+        self.headers = response.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except asyncio.TimeoutError as exc:
+            raise UpstreamTimeout(f"{self._provider.name}: timed out reading the answer") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamProtocolError(_describe(self._provider, exc)) from exc
+        finally:
+            self._response.release()
+
+    async def events(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in iter_events(self._response.content):
+                yield data
+        except asyncio.TimeoutError as exc:
+            raise UpstreamTimeout(f"{self._provider.name}: stream went silent") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamProtocolError(_describe(self._provider, exc)) from exc
+
+    def close(self) -> None:
+        # close(), not release(): a half-read stream must not go back to the pool,
+        # and closing is what tells the upstream the client has gone.
+        self._response.close()
+
+
+class Transport:
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._mocks: dict[str, MockUpstream] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
+        # No cookie jar, no auto-decompression surprises: a proxy keeps nothing between calls.
+        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def mock_for(self, provider: Provider) -> MockUpstream:
+        mock = self._mocks.get(provider.name)
+        if mock is None:
+            mock = self._mocks[provider.name] = MockUpstream(provider.options)
+        return mock
+
+    async def send(self, provider: Provider, call: UpstreamCall, request_id: str) -> UpstreamResponse:
+        if provider.kind == "mock":
+            return await self.mock_for(provider).send(call)
+        assert self._session is not None, "transport used before open()"
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if call.stream else "application/json", "X-Request-Id": request_id}
+        headers.update(provider.headers)
+        if provider.api_key:
+            headers.update(ADAPTERS[provider.kind].auth_headers(provider.api_key.reveal()))
+        headers.update(call.headers)
+        t = provider.timeouts
+        timeout = aiohttp.ClientTimeout(total=None if call.stream else t.total, connect=t.connect, sock_read=t.read)
+        try:
+            response = await self._session.post(provider.base_url + call.path, data=call.body, headers=headers, timeout=timeout)
+        except asyncio.TimeoutError as exc:
+            raise UpstreamTimeout(f"{provider.name}: timed out waiting for an answer") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamConnectError(f"{provider.name}: cannot connect ({exc.os_error.strerror or exc.os_error})") from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise UpstreamConnectError(_describe(provider, exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamProtocolError(_describe(provider, exc)) from exc
+        return HttpResponse(response, provider)
