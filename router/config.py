@@ -127,6 +127,16 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Where shared state lives: ``memory`` (one instance) or ``redis`` (any number of replicas)."""
+
+    backend: str = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "llmr"
+    timeout: float = 0.05  # seconds; Redis trouble must never stall a request
+
+
 @dataclass(frozen=True)
 class RouteTable:
     source: str
@@ -134,6 +144,7 @@ class RouteTable:
     providers: Mapping[str, Provider]
     aliases: Mapping[str, Alias]
     wildcards: tuple[Alias, ...] = field(default=())
+    state: StateSettings = field(default_factory=StateSettings)
 
     def lookup(self, name: str) -> Alias | None:
         alias = self.aliases.get(name)
@@ -149,7 +160,7 @@ class RouteTable:
         return [p.api_key for p in self.providers.values() if p.api_key]
 
 
-_RETRY, _TIMEOUTS, _SERVER = RetryPolicy(), Timeouts(), ServerSettings()
+_RETRY, _TIMEOUTS, _SERVER, _STATE = RetryPolicy(), Timeouts(), ServerSettings(), StateSettings()
 
 
 # --------------------------------------------------------------------------
@@ -380,7 +391,7 @@ def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider]) -
 
 def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:
     r = _Reader(os.environ if env is None else env)
-    root = r.mapping(document, "", ("version", "server", "providers", "models"))
+    root = r.mapping(document, "", ("version", "server", "state", "providers", "models"))
     if document is None or not root:
         raise ConfigError(source, [("", "the file is empty; it needs at least 'providers' and 'models'")])
     version = root.get("version", 1)
@@ -392,6 +403,17 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         port=r.integer(s.get("port"), "server.port", _SERVER.port, minimum=0) or 0,
         max_body_bytes=r.integer(s.get("max_body_bytes"), "server.max_body_bytes", _SERVER.max_body_bytes, minimum=1024) or 0,
     )
+    st = r.mapping(root.get("state"), "state", ("backend", "url", "prefix", "timeout"))
+    state = StateSettings(
+        backend=r.string(st.get("backend"), "state.backend", default=_STATE.backend) or _STATE.backend,
+        url=r.string(st.get("url"), "state.url", default=_STATE.url) or _STATE.url,
+        prefix=r.string(st.get("prefix"), "state.prefix", default=_STATE.prefix) or _STATE.prefix,
+        timeout=r.number(st.get("timeout"), "state.timeout", _STATE.timeout, minimum=0.001),
+    )
+    if state.backend not in ("memory", "redis"):
+        r.fail("state.backend", f"unknown backend {state.backend!r}; expected memory or redis")
+    elif state.backend == "redis" and not state.url.startswith(("redis://", "rediss://", "unix://")):
+        r.fail("state.url", f"must be a redis:// URL, got {state.url!r}")
     providers: dict[str, Provider] = {}
     raw_providers = r.mapping(root.get("providers"), "providers")
     if not raw_providers:
@@ -418,7 +440,7 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         raise ConfigError(source, r.issues)
     exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}
     wildcards = tuple(sorted((a for a in aliases.values() if a.wildcard_prefix is not None), key=lambda a: -len(a.name)))
-    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards)
+    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state)
 
 
 def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteTable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ class Gateway:
         self.table = table
         self.transport = Transport()
         self.ready = False
+        self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
         self.record_listeners: list[Callable[[RequestRecord], None]] = []
 
@@ -41,12 +43,23 @@ class Gateway:
 
     async def start(self) -> None:
         await self.transport.open()
+        if self.table.state.backend == "redis":
+            import redis.asyncio as aioredis
+
+            settings = self.table.state
+            # Short timeouts: Redis trouble must degrade routing, never stall a request.
+            self.redis = aioredis.from_url(
+                settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout, health_check_interval=5
+            )
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         await self.transport.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
-REQUEST_ID = "router.request_id"
+REQUEST_ID = web.RequestKey("request_id", str)

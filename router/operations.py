@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Operation(str, Enum):
+class Operation(StrEnum):
     CHAT = "chat"
     COMPLETION = "completion"
 

@@ -9,7 +9,6 @@ the auth header is set.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
@@ -52,7 +51,7 @@ class HttpResponse:
     async def read(self) -> bytes:
         try:
             return await self._response.read()
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"{self._provider.name}: timed out reading the answer") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(_describe(self._provider, exc)) from exc
@@ -63,7 +62,7 @@ class HttpResponse:
         try:
             async for data in iter_events(self._response.content):
                 yield data
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"{self._provider.name}: stream went silent") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(_describe(self._provider, exc)) from exc
@@ -112,7 +111,7 @@ class Transport:
         timeout = aiohttp.ClientTimeout(total=None if call.stream else t.total, connect=t.connect, sock_read=t.read)
         try:
             response = await self._session.post(provider.base_url + call.path, data=call.body, headers=headers, timeout=timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"{provider.name}: timed out waiting for an answer") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"{provider.name}: cannot connect ({exc.os_error.strerror or exc.os_error})") from exc

@@ -1,0 +1,105 @@
+"""Shared fixtures: fake upstreams, a gateway on a real socket, Redis with a private prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from router.config import RouteTable, parse_table
+from router.server import RunningServer, start_server
+from tests.fakes.upstream import FakeUpstream
+
+REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Wait until ``condition()`` is truthy (awaiting it if it is a coroutine), or fail at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def table_from(config: dict[str, Any], env: dict[str, str] | None = None) -> RouteTable:
+    return parse_table(config, "test-routes.yaml", env or {})
+
+
+def provider_entry(upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:
+    kind = {"forii": "openai"}.get(upstream.kind, upstream.kind)
+    return {"kind": kind, "base_url": upstream.base_url, "api_key": upstream.api_key, **extra}
+
+
+@pytest.fixture
+async def make_upstream() -> AsyncIterator[Callable[..., Awaitable[FakeUpstream]]]:
+    started: list[FakeUpstream] = []
+
+    async def make(kind: str, **kwargs: Any) -> FakeUpstream:
+        upstream = await FakeUpstream(kind, **kwargs).start()
+        started.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in started:
+        await upstream.stop()
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+    servers: list[RunningServer] = []
+
+    async def start(config: dict[str, Any] | RouteTable, **kwargs: Any) -> RunningServer:
+        table = config if isinstance(config, RouteTable) else table_from(config)
+        server = await start_server(table, "127.0.0.1", 0, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+def _redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not _redis_answers():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis does not answer on 127.0.0.1:6379 and CI=true: tests that need Redis must not skip")
+        pytest.skip("Redis does not answer on 127.0.0.1:6379")
+    return REDIS_URL
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix of this test's own; only keys under it are deleted afterwards."""
+    import redis.asyncio as aioredis
+
+    prefix = f"llmrtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = aioredis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"*{prefix}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -1,0 +1,245 @@
+"""Fake upstreams: one aiohttp server per provider kind, on loopback, following its doc.
+
+Each checks what it receives (path, auth header, body fields the doc allows)
+and answers in the shape its doc shows.  A test scripts it per request with
+``Behaviour``s (a status, a delay, a gate to hold a stream), and reads back
+what arrived in ``received``.
+
+    kind         path (under its base URL)           doc
+    openai       /v1/chat/completions, /v1/completions   openai-compatible-chat.txt
+    forii        /inference/v1/chat/completions       forii-chat-completions.txt
+    forefront    /v1/chat/completions                 forefront-*.txt
+    interactive  /api/v1/completions                  interactive-completions.txt
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BASE_PATHS = {"openai": "/v1", "forii": "/inference/v1", "forefront": "/v1", "interactive": "/api/v1"}
+FOREFRONT_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "temeperature", "stop"}
+INTERACTIVE_FIELDS = {
+    "model", "models", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
+    "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user", "metadata",
+    "response_format",
+}
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None  # an error body or a whole answer to send instead of the default
+    delay: float = 0.0  # before the status line
+    gate: asyncio.Event | None = None  # streams: held after the first chunk until set
+    chunk_delay: float = 0.0
+    usage: dict[str, Any] | None = None  # override the usage the answer reports
+    text: str | None = None
+    drop_after_first: bool = False  # streams: cut the connection after the first chunk
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeUpstream:
+    def __init__(self, kind: str, api_key: str = "sk-test-0123456789abcdef", model_prefix: str = "") -> None:
+        assert kind in BASE_PATHS, kind
+        self.kind = kind
+        self.api_key = api_key
+        self.received: list[Received] = []
+        self.plan: list[Behaviour] = []
+        self.default = Behaviour()
+        self.disconnected = asyncio.Event()
+        self.stream_started = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._ids = itertools.count(1)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{BASE_PATHS[self.kind]}"
+
+    def then(self, *behaviours: Behaviour) -> FakeUpstream:
+        self.plan.extend(behaviours)
+        return self
+
+    async def start(self) -> FakeUpstream:
+        app = web.Application()
+        base = BASE_PATHS[self.kind]
+        if self.kind in ("openai", "forii", "forefront"):
+            app.router.add_post(base + "/chat/completions", self._chat)
+        if self.kind in ("openai", "interactive"):
+            app.router.add_post(base + "/completions", self._completions)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- request checks, as the docs state them ------------------------------
+
+    def _error(self, status: int, message: str, code: str = "invalid_request", param: str | None = None) -> web.Response:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+        return web.json_response(body, status=status)
+
+    async def _accept(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            # Real APIs echo part of a wrong key; the gateway must scrub it.
+            got = request.headers.get("Authorization", "")
+            return None, self._error(401, f"Incorrect API key provided: {got[7:]}", "invalid_api_key")
+        if not request.headers.get("Content-Type", "").startswith("application/json"):
+            return None, self._error(415, "content-type must be application/json")
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return None, self._error(400, "body is not JSON")
+        self.received.append(Received(request.path, dict(request.headers), body))
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return None, self._error(400, "model is required", param="model")
+        if "models" in body and self.kind != "interactive":
+            return None, self._error(400, "unknown field models", param="models")
+        return body, None
+
+    def _next(self) -> Behaviour:
+        return self.plan.pop(0) if self.plan else self.default
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, error = await self._accept(request)
+        if error is not None:
+            return error
+        assert body is not None
+        if self.kind == "forefront":
+            unknown = set(body) - FOREFRONT_FIELDS
+            if unknown:
+                return self._error(400, f"unknown fields {sorted(unknown)}")
+            if "messages" not in body and not isinstance(body.get("prompt"), str):
+                return self._error(400, "messages or prompt is required")
+            if body.get("stream"):
+                return self._error(400, "streaming is not supported")
+        elif not isinstance(body.get("messages"), list):
+            return self._error(400, "messages is required", param="messages")
+        return await self._answer(request, body, chat=True)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body, error = await self._accept(request)
+        if error is not None:
+            return error
+        assert body is not None
+        if self.kind == "interactive":
+            unknown = set(body) - INTERACTIVE_FIELDS
+            if unknown:
+                return self._error(400, f"unknown fields {sorted(unknown)}")
+        if not isinstance(body.get("prompt"), (str, list)):
+            return self._error(400, "prompt is required", param="prompt")
+        return await self._answer(request, body, chat=False)
+
+    # -- answers --------------------------------------------------------------
+
+    def _usage(self, behaviour: Behaviour) -> dict[str, Any]:
+        if behaviour.usage is not None:
+            return behaviour.usage
+        if self.kind == "forefront":
+            return {"input_tokens": 28, "output_tokens": 10, "total_tokens": 38}
+        if self.kind == "interactive":
+            return {"prompt_tokens": 9.0, "completion_tokens": 7.0, "total_tokens": 16.0}
+        if self.kind == "forii":
+            return {"prompt_tokens": 18, "completion_tokens": 156, "total_tokens": 174, "prompt_tokens_details": {"cached_tokens": 0}}
+        return {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25, "completion_tokens_details": {"reasoning_tokens": 2}, "cache_read_input_tokens": 4}
+
+    async def _answer(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+        behaviour = self._next()
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        if behaviour.status >= 400:
+            error = behaviour.body or {"error": {"message": f"fake {self.kind} says {behaviour.status}", "type": "server_error", "param": None, "code": str(behaviour.status)}}
+            return web.json_response(error, status=behaviour.status, headers=behaviour.headers)
+        text = behaviour.text or f"Hello from {self.kind}"
+        ident = f"{self.kind}-{next(self._ids)}"
+        if body.get("stream"):
+            return await self._stream(request, body, behaviour, chat, text, ident)
+        if behaviour.body is not None:
+            return web.json_response(behaviour.body, headers=behaviour.headers)
+        usage = self._usage(behaviour)
+        if self.kind == "forefront":
+            answer: dict[str, Any] = {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage, "message": {"content": text}}
+        elif chat:
+            answer = {"id": ident, "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": usage}
+        else:
+            choice: dict[str, Any] = {"text": text, "index": 0.0, "logprobs": None, "finish_reason": "stop"}
+            if self.kind == "interactive":
+                choice.update(native_finish_reason="end_turn", reasoning="thought briefly")
+            answer = {"id": ident, "object": "text_completion", "created": time.time(), "model": body["model"], "choices": [choice], "usage": usage}
+            if self.kind == "interactive":
+                answer["provider"] = "anthropic"
+        return web.json_response(answer, headers=behaviour.headers)
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], behaviour: Behaviour, chat: bool, text: str, ident: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **behaviour.headers})
+        await response.prepare(request)
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        words = text.split(" ")
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(piece: str | None, finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
+            if chat:
+                delta = {} if piece is None else {"content": piece}
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": piece or "", "finish_reason": finish}
+            data: dict[str, Any] = {"id": ident, "object": kind, "created": int(time.time()), "model": body["model"], "choices": [choice]}
+            if usage is not None:
+                data["usage"] = usage
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        try:
+            for i, word in enumerate(words):
+                await response.write(chunk(word if i == 0 else " " + word))
+                if i == 0:
+                    self.stream_started.set()
+                    if behaviour.drop_after_first:
+                        assert request.transport is not None
+                        request.transport.close()
+                        return response
+                    if behaviour.gate is not None:
+                        await behaviour.gate.wait()
+                if behaviour.chunk_delay:
+                    await asyncio.sleep(behaviour.chunk_delay)
+            usage = self._usage(behaviour)
+            if self.kind == "forii":
+                # Forii's doc: usage rides on the final chunk, beside finish_reason.
+                await response.write(chunk(None, "stop", usage))
+            else:
+                await response.write(chunk(None, "stop"))
+                if include_usage:
+                    await response.write(b"data: " + json.dumps({"id": ident, "object": kind, "created": int(time.time()), "model": body["model"], "choices": [], "usage": usage}).encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnected.set()
+            raise
+        return response
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting to it is refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
