@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 
 from router.config import RouteTable, parse_table
 from router.server import RunningServer, start_server
 from tests.fakes.upstream import FakeUpstream
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -103,3 +110,82 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    """A real ``llm-router serve`` process, its port and everything it printed."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    config_path: Path
+    output: list[str] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    async def wait_exit(self, timeout: float = 15.0) -> int:
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
+    while line := await stream.readline():
+        into.append(line.decode("utf-8", "replace").rstrip("\n"))
+
+
+async def _ready(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+            return r.status == 200
+    except (TimeoutError, aiohttp.ClientError):
+        return False
+
+
+@pytest.fixture
+async def spawn_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[GatewayProcess]]]:
+    """Start ``python -m router serve`` as a separate process on a free port; wait until ready."""
+    started: list[GatewayProcess] = []
+
+    async def spawn(config: dict[str, Any], *, env: dict[str, str] | None = None, args: tuple[str, ...] = (), wait_ready: bool = True) -> GatewayProcess:
+        path = tmp_path / f"routes-{len(started)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "router", "serve", "--config", str(path), "--port", str(port), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=str(PROJECT_ROOT),
+        )
+        gp = GatewayProcess(proc, port, path)
+        assert proc.stdout is not None
+        gp.reader = asyncio.create_task(_collect(proc.stdout, gp.output))
+        started.append(gp)
+        if wait_ready:
+            try:
+                await wait_for(lambda: _ready(gp.url), timeout=20, interval=0.05)
+            except AssertionError:
+                raise AssertionError("gateway process did not become ready; it printed:\n" + "\n".join(gp.output)) from None
+        return gp
+
+    yield spawn
+    for gp in started:
+        if gp.proc.returncode is None:
+            gp.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(gp.proc.wait(), 10)
+            except TimeoutError:
+                gp.proc.kill()
+                await gp.proc.wait()
+        if gp.reader is not None:
+            await gp.reader
