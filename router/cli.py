@@ -27,7 +27,7 @@ def _print_table(table: RouteTable) -> None:
         ops = ", ".join(sorted(op.value for op in alias.operations))
         print(f"  {alias.name} [{ops}; strategy {alias.strategy}]")
         for i, target in enumerate(alias.targets):
-            print(f"    {i}. {target.provider.name} -> {target.model}")
+            print(f"    {i}. {target.provider.name} -> {target.model or '(the requested name)'}")
         if alias.fallbacks:
             print(f"    then: {', '.join(alias.fallbacks)}")
 

@@ -79,7 +79,7 @@ class Provider:
 @dataclass(frozen=True, slots=True)
 class Target:
     provider: Provider
-    model: str  # for a wildcard alias, "*" stands for the part the caller named
+    model: str  # wildcard aliases: "" passes the caller's name on, "*" stands for the part after the prefix
     weight: float = 1.0
     priority: int = 0
     price: Price | None = None
@@ -91,9 +91,13 @@ class Target:
         return f"{self.provider.name}/{self.model}"
 
     def for_model(self, requested: str, prefix: str) -> Target:
-        if "*" not in self.model:
+        if not self.model:  # model omitted: the caller's full name goes on, e.g. "forii/deepseek-v3"
+            model = requested
+        elif "*" in self.model:  # "*" is the part after the alias's prefix
+            model = self.model.replace("*", requested[len(prefix):])
+        else:
             return self
-        return Target(self.provider, self.model.replace("*", requested[len(prefix):]), self.weight, self.priority, self.price, self.limits)
+        return Target(self.provider, model, self.weight, self.priority, self.price, self.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +349,7 @@ def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider]) -
         provider = providers.get(provider_name) if provider_name else None
         if provider_name and provider is None:
             r.fail(f"{tpath}.provider", f"unknown provider {provider_name!r}; declared providers: {', '.join(sorted(providers)) or 'none'}")
-        model = r.string(t.get("model"), f"{tpath}.model", required=not wildcard, default="*")
+        model = r.string(t.get("model"), f"{tpath}.model", required=not wildcard, default="")
         if provider is None or model is None:
             continue
         adapter = ADAPTERS[provider.kind]

@@ -103,7 +103,8 @@ async def send_with_fallback(
             break
         try:
             return await send_with_retries(request, gateway, req, candidate, record, deadline)
-        except UpstreamClientError:
+        except UpstreamClientError as exc:
+            exc.headers.update(router_headers(req, record, candidate))
             raise
         except (UpstreamError, TargetUnavailable) as exc:
             errors.append(exc)
