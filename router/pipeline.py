@@ -218,9 +218,9 @@ async def one_attempt(
         if not isinstance(payload, dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        error = UpstreamProtocolError(f"{target.provider.name}: answer is not a JSON object")
-        _close_attempt(attempt, started, error)
-        raise error from exc
+        bad_answer = UpstreamProtocolError(f"{target.provider.name}: answer is not a JSON object")
+        _close_attempt(attempt, started, bad_answer)
+        raise bad_answer from exc
     out, usage = adapter.translate_response(req.op, payload, ctx)
     _succeed(record, candidate, attempt, started, usage)
     headers = router_headers(req, record, candidate)

@@ -7,7 +7,7 @@ joined with ``\\n``), skipping comments and other fields.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ def encode(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
 
 
-async def iter_events(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def iter_events(lines: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     parts: list[bytes] = []
     async for raw in lines:
         line = raw.rstrip(b"\r\n")
@@ -41,7 +41,7 @@ def chunks_from_response(response: dict[str, Any], include_usage: bool) -> list[
     """A well-formed stream made from a whole answer, for providers that cannot stream."""
     chat = response.get("object") == "chat.completion"
     kind = "chat.completion.chunk" if chat else "text_completion"
-    head = {k: response[k] for k in ("id", "created", "model", "provider", "system_fingerprint") if k in response}
+    head: dict[str, Any] = {k: response[k] for k in ("id", "created", "model", "provider", "system_fingerprint") if k in response}
     head["object"] = kind
     out: list[bytes] = []
     finishes = []

@@ -24,7 +24,9 @@ from router.sse import iter_events
 
 class UpstreamResponse(Protocol):
     status: int
-    headers: Mapping[str, str]
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     async def read(self) -> bytes: ...
 
