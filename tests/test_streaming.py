@@ -15,6 +15,19 @@ def one_target(upstream, model="m", ops=("chat",)) -> dict:
     return {"providers": {"p": provider_entry(upstream)}, "models": {"chat": {"operations": list(ops), "targets": [{"provider": "p", "model": model}]}}}
 
 
+def two_targets(first, second) -> dict:
+    config = one_target(first)
+    config["providers"]["q"] = provider_entry(second)
+    config["models"]["chat"]["targets"].append({"provider": "q", "model": "m2"})
+    return config
+
+
+async def stream_chat(gw) -> tuple[int, dict, list[str]]:
+    body = {"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json=body) as r:
+        return r.status, dict(r.headers), await read_events(r)
+
+
 async def read_events(response: aiohttp.ClientResponse) -> list[str]:
     events = []
     async for line in response.content:
@@ -107,14 +120,8 @@ async def test_upstream_breaking_mid_stream_ends_with_an_error_event(make_upstre
     up = await make_upstream("openai")
     up.then(Behaviour(drop_after_first=True, text="x y z"))
     second = await make_upstream("openai")
-    config = one_target(up)
-    config["providers"]["q"] = provider_entry(second)
-    config["models"]["chat"]["targets"].append({"provider": "q", "model": "m2"})
-    gw = await start_gateway(config)
-    body = {"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json=body) as r:
-        assert r.status == 200
-        events = await read_events(r)
+    status, _, events = await stream_chat(await start_gateway(two_targets(up, second)))
+    assert status == 200
     last = json.loads(events[-1])
     assert set(last["error"]) == {"message", "type", "param", "code"}
     assert second.received == []  # after the first byte there is no failover
@@ -123,15 +130,8 @@ async def test_upstream_breaking_mid_stream_ends_with_an_error_event(make_upstre
 async def test_stream_fails_over_before_the_first_byte(make_upstream, start_gateway):
     first, second = await make_upstream("openai"), await make_upstream("forii")
     first.then(Behaviour(status=503))
-    config = one_target(first)
-    config["providers"]["q"] = provider_entry(second)
-    config["models"]["chat"]["targets"].append({"provider": "q", "model": "m2"})
-    gw = await start_gateway(config)
-    body = {"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json=body) as r:
-        assert r.status == 200
-        assert r.headers["x-router-attempts"] == "2"
-        events = await read_events(r)
+    status, headers, events = await stream_chat(await start_gateway(two_targets(first, second)))
+    assert status == 200 and headers["x-router-attempts"] == "2"
     assert events[-1] == "[DONE]"
 
 
