@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host", default=env.get("ROUTER_HOST") or None, help="listen address (default: $ROUTER_HOST or server.host in the config)")
     p_serve.add_argument("--port", type=int, default=int(env["ROUTER_PORT"]) if env.get("ROUTER_PORT") else None,
                          help="listen port (default: $ROUTER_PORT or server.port in the config)")
-    p_serve.add_argument("--watch", action="store_true", default=env.get("ROUTER_WATCH", "") in ("1", "true"),
+    p_serve.add_argument("--watch", action="store_true", default=env.get("ROUTER_WATCH", "").lower() in ("1", "true", "yes"),
                          help="reload routes.yaml when the file changes (default: $ROUTER_WATCH); SIGHUP always reloads")
     p_serve.add_argument("--watch-interval", type=float, default=1.0, help="seconds between looks at the file (default: 1)")
     p_serve.set_defaults(func=serve)
