@@ -1,7 +1,8 @@
 """Structured logs: the formatters, the per-request line, and the process's log set-up.
 
     configure_logging(settings)   root logger -> queue -> one thread that formats and writes
-    log_event(logger, msg, **f)   a start-up / reload / state-change line with fields
+    log_event(logger, msg, **f)   a start-up / reload / state-change line with fields, e.g.
+                                  log_event(log, "circuit opened", logging.WARNING, event="circuit_open", target=key)
     RequestLog                    a record listener: one line per finished request
 
 Formats: ``json`` (one object per line, for collectors) or ``text`` (for a
@@ -159,6 +160,12 @@ def configure_logging(settings: LoggingSettings, env: Mapping[str, str] | None =
     for bad, value in (("ROUTER_LOG_LEVEL", env.get("ROUTER_LOG_LEVEL")), ("ROUTER_LOG_FORMAT", env.get("ROUTER_LOG_FORMAT"))):
         if value and value.lower() not in (LOG_LEVELS if bad == "ROUTER_LOG_LEVEL" else LOG_FORMATS):
             logging.getLogger("router").warning("ignoring %s=%r; expected one of %s", bad, value, LOG_LEVELS if bad == "ROUTER_LOG_LEVEL" else LOG_FORMATS)
+
+
+def reconfigure_logging(settings: LoggingSettings) -> None:
+    """Apply a reloaded table's ``logging:`` section, if this process set up its logging (the CLI does; tests do not)."""
+    if _SETUP.listener is not None:
+        configure_logging(settings)
 
 
 def stop_logging() -> None:

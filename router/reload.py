@@ -30,7 +30,7 @@ from aiohttp import web
 
 from router.config import ConfigError, RouteTable, load_table
 from router.errors import ConfigRejected
-from router.logs import configure_logging, log_event, remember_secrets
+from router.logs import log_event, reconfigure_logging, remember_secrets
 
 if TYPE_CHECKING:
     from router.gateway import Gateway
@@ -90,6 +90,11 @@ class Reloader:
                           event="reload_failed", trigger=trigger, source=old.source, errors=list(errors))
                 self.last = ReloadResult(False, trigger, old.source, errors=errors)
                 return self.last
+            except Exception as exc:  # a bug must not end the watcher or the process; the old table serves on
+                self.failures += 1
+                log.exception("reload failed unexpectedly; the old route table keeps serving", extra={"fields": {"event": "reload_failed", "trigger": trigger}})
+                self.last = ReloadResult(False, trigger, old.source, errors=(f"{old.source}: {type(exc).__name__}: {exc}",))
+                return self.last
             before, after = _aliases(old), _aliases(new)
             result = ReloadResult(
                 True, trigger, new.source,
@@ -103,7 +108,7 @@ class Reloader:
             self.reloads += 1
             self.last = result
             if new.logging != old.logging:
-                configure_logging(new.logging)
+                reconfigure_logging(new.logging)
             log_event(log, "route table reloaded", event="reload", trigger=trigger, source=new.source,
                       aliases_added=list(result.added), aliases_removed=list(result.removed), aliases_changed=list(result.changed))
             if result.needs_restart:
