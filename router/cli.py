@@ -67,14 +67,16 @@ async def _serve(table: RouteTable, host: str | None, port: int | None, watch: f
     watcher = asyncio.create_task(gateway.reloader.watch(watch)) if watch is not None else None
     await stop.wait()
     grace = gateway.table.server.shutdown_grace
-    log_event(log, "shutting down: not ready, no new connections, draining requests in flight", event="draining", grace_seconds=grace)
+    log_event(log, "shutting down: not ready, no new connections, draining requests in flight", event="draining", grace_seconds=grace,
+              open_connections=server.open_connections)
+    draining_since = loop.time()
     loop.remove_signal_handler(signal.SIGHUP)
     if watcher is not None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
     await server.stop()
-    log_event(log, "shutdown complete", event="shutdown")
+    log_event(log, "shutdown complete", event="shutdown", drained_in_seconds=round(loop.time() - draining_since, 3))
 
 
 def serve(args: argparse.Namespace) -> int:

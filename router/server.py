@@ -35,6 +35,12 @@ class RunningServer:
     def gateway(self) -> Gateway:
         return self.runner.app[GATEWAY]
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections still open (in flight or idle keep-alive); for the drain's log line."""
+        server = self.runner.server
+        return len(server.connections) if server is not None else 0
+
     async def stop(self) -> None:
         gateway = self.gateway
         gateway.ready = False  # /readyz says so at once, to any connection still open

@@ -25,7 +25,8 @@ async def test_sigterm_drains_twenty_requests_in_flight(make_upstream, spawn_gat
         await wait_for(lambda: len(upstream.received) == 20)
 
         gp.send_signal(signal.SIGTERM)
-        await wait_for(lambda: events(gp, "draining"))
+        draining = (await wait_for(lambda: events(gp, "draining")))[0]
+        assert draining["open_connections"] >= 20 and draining["grace_seconds"] == grace
         assert not await _ready(gp.url)  # no new connection is taken
         assert not any(call.done() for call in calls)
 
