@@ -9,6 +9,11 @@ Where a request goes, by file:
     transport.py        all upstream I/O
     accounting/         usage records, prices, the ledger
     ../providers/       one adapter per upstream API, pure translation
+
+Running it:
+    server.py           the socket, and the graceful drain on SIGTERM
+    reload.py           routes.yaml reloaded live (SIGHUP, --watch, POST /admin/reload)
+    logs.py             structured logs: one line per request, never a prompt or a key
 """
 
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ from router.errors import GatewayError, InvalidRequest
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
 from router.operations import Operation
 from router.pipeline import handle_completion
+from router.reload import admin_reload
 from router.request import new_request_id
 
 log = logging.getLogger("router")
@@ -110,4 +111,5 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_post("/admin/reload", admin_reload)
     return app

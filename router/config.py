@@ -1,6 +1,7 @@
 """routes.yaml: the schema, its validation, and the immutable ``RouteTable`` it compiles into.
 
-    server:      listen address, body limit, deadlines
+    server:      listen address, body limit, deadlines, shutdown grace
+    logging:     level, format (json or text), whether bodies may be logged
     providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, options
     models:      alias -> targets (provider + upstream model + routing facts),
                  fallbacks, strategy, retry policy, operations it serves
@@ -129,6 +130,20 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 4 * 1024 * 1024
+    shutdown_grace: float = 30.0  # seconds requests in flight may take to finish after SIGTERM
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """How the gateway logs (router/logs.py).  ROUTER_LOG_LEVEL / ROUTER_LOG_FORMAT override these."""
+
+    level: str = "info"
+    format: str = "text"
+    bodies: bool = False  # log the client's prompt on each request line: off unless someone opts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +164,7 @@ class RouteTable:
     aliases: Mapping[str, Alias]
     wildcards: tuple[Alias, ...] = field(default=())
     state: StateSettings = field(default_factory=StateSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def lookup(self, name: str) -> Alias | None:
         alias = self.aliases.get(name)
@@ -164,7 +180,7 @@ class RouteTable:
         return [p.api_key for p in self.providers.values() if p.api_key]
 
 
-_RETRY, _TIMEOUTS, _SERVER, _STATE = RetryPolicy(), Timeouts(), ServerSettings(), StateSettings()
+_RETRY, _TIMEOUTS, _SERVER, _STATE, _LOGGING = RetryPolicy(), Timeouts(), ServerSettings(), StateSettings(), LoggingSettings()
 
 
 # --------------------------------------------------------------------------
@@ -393,20 +409,37 @@ def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider]) -
     )
 
 
+def _logging(r: _Reader, raw: Any) -> LoggingSettings:
+    data = r.mapping(raw, "logging", ("level", "format", "bodies"))
+    level = (r.string(data.get("level"), "logging.level", default=_LOGGING.level) or _LOGGING.level).lower()
+    if level not in LOG_LEVELS:
+        r.fail("logging.level", f"unknown level {level!r}; expected one of: {', '.join(LOG_LEVELS)}")
+    fmt = (r.string(data.get("format"), "logging.format", default=_LOGGING.format) or _LOGGING.format).lower()
+    if fmt not in LOG_FORMATS:
+        r.fail("logging.format", f"unknown format {fmt!r}; expected json or text")
+    bodies = data.get("bodies", False)
+    if not isinstance(bodies, bool):
+        r.fail("logging.bodies", f"must be true or false, got {bodies!r}")
+        bodies = False
+    return LoggingSettings(level=level, format=fmt, bodies=bodies)
+
+
 def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:
     r = _Reader(os.environ if env is None else env)
-    root = r.mapping(document, "", ("version", "server", "state", "providers", "models"))
+    root = r.mapping(document, "", ("version", "server", "state", "logging", "providers", "models"))
     if document is None or not root:
         raise ConfigError(source, [("", "the file is empty; it needs at least 'providers' and 'models'")])
     version = root.get("version", 1)
     if version != 1:
         r.fail("version", f"unsupported version {version!r}; this gateway reads version 1")
-    s = r.mapping(root.get("server"), "server", ("host", "port", "max_body_bytes"))
+    s = r.mapping(root.get("server"), "server", ("host", "port", "max_body_bytes", "shutdown_grace"))
     server = ServerSettings(
         host=r.string(s.get("host"), "server.host", default=_SERVER.host) or _SERVER.host,
         port=r.integer(s.get("port"), "server.port", _SERVER.port, minimum=0) or 0,
         max_body_bytes=r.integer(s.get("max_body_bytes"), "server.max_body_bytes", _SERVER.max_body_bytes, minimum=1024) or 0,
+        shutdown_grace=r.number(s.get("shutdown_grace"), "server.shutdown_grace", _SERVER.shutdown_grace),
     )
+    logging_settings = _logging(r, root.get("logging"))
     st = r.mapping(root.get("state"), "state", ("backend", "url", "prefix", "timeout"))
     state = StateSettings(
         backend=r.string(st.get("backend"), "state.backend", default=_STATE.backend) or _STATE.backend,
@@ -444,7 +477,7 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         raise ConfigError(source, r.issues)
     exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}
     wildcards = tuple(sorted((a for a in aliases.values() if a.wildcard_prefix is not None), key=lambda a: -len(a.name)))
-    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state)
+    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state, logging=logging_settings)
 
 
 def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteTable:

@@ -4,7 +4,8 @@
     ├── InvalidRequest                400 invalid_request_error
     │   ├── BodyTooLarge              413
     │   ├── UnknownModel              404 model_not_found
-    │   └── OverPriceCeiling          400 price_ceiling_exceeded (every candidate above max_price)
+    │   ├── OverPriceCeiling          400 price_ceiling_exceeded (every candidate above max_price)
+    │   └── ConfigRejected            422 invalid_config (POST /admin/reload with a file `check` refuses)
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error
     ├── RateLimited                   429 rate_limit_error
@@ -69,6 +70,11 @@ class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
+
+
+class ConfigRejected(InvalidRequest):
+    status = 422
+    code = "invalid_config"
 
 
 class BodyTooLarge(InvalidRequest):

@@ -9,13 +9,15 @@ a module-level global.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from router.accounting.record import RequestRecord
 from router.config import RouteTable
+from router.logs import RequestLog, log_event, remember_secrets
+from router.reload import Reloader
 from router.transport import Transport
 
 log = logging.getLogger("router")
@@ -28,7 +30,12 @@ class Gateway:
         self.ready = False
         self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
-        self.record_listeners: list[Callable[[RequestRecord], None]] = []
+        self.record_listeners: list[Callable[[RequestRecord], None]] = [RequestLog(self)]
+        # Awaited in order at shutdown, after requests in flight have finished and before
+        # Redis and the upstream sessions close (the ledger's flush goes here).
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.reloader = Reloader(self)
+        remember_secrets(table.secrets())
 
     def swap_table(self, table: RouteTable) -> None:
         """Atomically replace the route table; requests in flight keep the one they started with."""
@@ -55,10 +62,17 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.reloader.wait_idle()
+        for hook in self.shutdown_hooks:
+            try:
+                await hook()
+            except Exception:  # one failing hook must not keep the others (or the closes below) from running
+                log.exception("shutdown hook %r failed", hook)
         await self.transport.close()
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
+        log_event(log, "gateway stopped", event="stopped")
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

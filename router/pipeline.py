@@ -70,6 +70,8 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
         record.stream, record.requested_models = req.stream, req.models
         record.user = req.body.get("user") if isinstance(req.body.get("user"), str) else None
         record.metadata = dict(req.metadata)
+        if table.logging.bodies:  # opt-in only (logging.bodies): prompts are the client's data
+            record.extra["prompt"] = req.body.get("messages", req.body.get("prompt"))
         candidates, skipped = resolve_candidates(table, req)
         for skip in skipped:
             record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))

@@ -38,7 +38,7 @@ class Behaviour:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None  # an error body or a whole answer to send instead of the default
     delay: float = 0.0  # before the status line
-    gate: asyncio.Event | None = None  # streams: held after the first chunk until set
+    gate: asyncio.Event | None = None  # streams: held after the first chunk until set; others: held before the answer
     chunk_delay: float = 0.0
     usage: dict[str, Any] | None = None  # override the usage the answer reports
     text: str | None = None
@@ -173,6 +173,8 @@ class FakeUpstream:
         ident = f"{self.kind}-{next(self._ids)}"
         if body.get("stream"):
             return await self._stream(request, body, behaviour, chat, text, ident)
+        if behaviour.gate is not None:
+            await behaviour.gate.wait()
         if behaviour.body is not None:
             return web.json_response(behaviour.body, headers=behaviour.headers)
         usage = self._usage(behaviour)

@@ -1,0 +1,237 @@
+"""deploy/: the image's entry point serves, compose and Kubernetes manifests hold what they must."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from router.config import parse_table
+from tests.conftest import PROJECT_ROOT, _ready, free_port, wait_for
+
+DEPLOY = PROJECT_ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+IMAGE_VENV = "/opt/llm-router"
+DUMMY_KEYS = {"FORII_API_KEY": "sk-forii-dummy-0123456789abcdef", "FOREFRONT_API_KEY": "ff-dummy-0123456789abcdef", "INTERACTIVE_API_KEY": ""}
+
+
+# -- the Dockerfile, read as the image would run it ----------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", text)  # join continuation lines
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def final_stage() -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    return instructions[last_from:]
+
+
+def image_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for op, args in final_stage():
+        if op == "ENV":
+            for pair in shlex.split(args):
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def image_copies() -> dict[str, Path]:
+    """Container path -> the repository file the final stage copies there."""
+    copies = {}
+    for op, args in final_stage():
+        if op == "COPY" and not args.startswith("--from"):
+            source, dest = args.split()
+            copies[dest] = PROJECT_ROOT / source
+    return copies
+
+
+def exec_form(op: str) -> list[str]:
+    args = next(a for o, a in final_stage() if o == op)
+    return list(json.loads(args))
+
+
+def test_dockerfile_is_slim_non_root_and_installs_the_repo():
+    ops = dockerfile_instructions()
+    assert all("slim" in args for op, args in ops if op == "FROM")
+    user = next(args for op, args in final_stage() if op == "USER")
+    assert user.split(":")[0] not in ("root", "0")
+    assert any(op == "RUN" and "pip install" in args and " ." in args for op, args in ops)
+    assert exec_form("ENTRYPOINT") + exec_form("CMD") == ["llm-router", "serve"]
+    healthcheck = next(args for op, args in final_stage() if op == "HEALTHCHECK")
+    assert "/healthz" in healthcheck
+    for dest, source in image_copies().items():
+        assert source.exists(), f"COPY {source} {dest}: no such file in the repository"
+
+
+def _localise(value: str, config: Path) -> str:
+    """Container paths -> the same files outside it: the image's venv is ours, its routes.yaml is the repo's."""
+    value = value.replace("$PATH", os.environ.get("PATH", "")).replace(IMAGE_VENV, sys.prefix)
+    for dest in image_copies():
+        value = value.replace(dest, str(config))
+    return value
+
+
+async def test_the_image_entry_point_run_outside_a_container_serves_a_request(redis_url, redis_prefix, tmp_path):
+    config = image_copies()["/etc/llm-router/routes.yaml"]
+    port = free_port()  # the one deviation from the image's environment: 8080 may be taken here
+    env = {**os.environ, **{k: _localise(v, config) for k, v in image_env().items()}, **DUMMY_KEYS, "REDIS_URL": redis_url,
+           "ROUTER_REDIS_PREFIX": redis_prefix, "ROUTER_PORT": str(port)}
+    command = [_localise(part, config) for part in exec_form("ENTRYPOINT") + exec_form("CMD")]
+    assert shutil.which(command[0], path=env["PATH"]), f"{command[0]} is not on the image's PATH"
+    proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=str(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_for(lambda: _ready(url), timeout=20, interval=0.05)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url + "/v1/chat/completions", json={"model": "smoke", "messages": [{"role": "user", "content": "hi"}]}) as r:
+                body = await r.json()
+                assert r.status == 200, body
+                assert body["choices"][0]["message"]["content"]
+        # The image's HEALTHCHECK command, run with the same environment, passes against it.
+        healthcheck = json.loads(next(args for op, args in final_stage() if op == "HEALTHCHECK").split("CMD", 1)[1])
+        check = await asyncio.create_subprocess_exec(*[_localise(p, config) for p in healthcheck], env=env)
+        assert await check.wait() == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in out.decode().splitlines()]  # the image logs JSON
+    assert [line["alias"] for line in lines if line.get("event") == "request"] == ["smoke"]
+    assert DUMMY_KEYS["FORII_API_KEY"] not in out.decode()
+
+
+# -- compose -------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+
+
+def test_compose_runs_two_gateways_redis_prometheus_and_grafana():
+    services = compose()["services"]
+    gateways = [name for name, s in services.items() if s.get("build", {}).get("dockerfile") == "deploy/Dockerfile"]
+    assert len(gateways) == 2
+    assert {"redis", "prometheus", "grafana"} <= services.keys()
+    for name in gateways:
+        gateway = services[name]
+        assert gateway["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert {"ROUTER_ADMIN_TOKEN", "FORII_API_KEY", "ROUTER_LOG_FORMAT"} <= gateway["environment"].keys()
+        assert any(v.endswith(":/etc/llm-router:ro") for v in gateway["volumes"])
+    scrape = yaml.safe_load((DEPLOY / "prometheus-compose.yml").read_text())
+    targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {f"{name}:8080" for name in gateways}
+    assert any(v.startswith("./prometheus-compose.yml:") for v in services["prometheus"]["volumes"])
+    grafana_mounts = services["grafana"]["volumes"]
+    assert any(v.startswith("./grafana:") for v in grafana_mounts) and any(v.startswith("./grafana-provisioning:") for v in grafana_mounts)
+    for path in ("config", "grafana-provisioning/datasources/prometheus.yaml", "grafana-provisioning/dashboards/llm-router.yaml"):
+        assert (DEPLOY / path).exists(), path
+
+
+def _compose_plugin() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _compose_plugin(), reason="the docker compose plugin is not installed here (the structure is checked by the test above)")
+def test_docker_compose_config_validates():
+    result = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "docker-compose.yaml"), "config", "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# -- Kubernetes ----------------------------------------------------------------
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") != "Kustomization":
+                assert doc.get("apiVersion") and doc.get("metadata", {}).get("name"), f"{path.name}: apiVersion and metadata.name are required"
+                assert doc["kind"] not in found, f"two {doc['kind']} manifests"
+                found[doc["kind"]] = doc
+    return found
+
+
+def test_kubernetes_manifests_have_the_fields_each_kind_requires():
+    m = manifests()
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= m.keys()
+    deployment, service, configmap, pdb, hpa = (m[k] for k in ("Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler"))
+
+    assert deployment["apiVersion"] == "apps/v1"
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    container = pod["spec"]["containers"][0]
+    assert container["name"] and container["image"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert {"FORII_API_KEY", "FOREFRONT_API_KEY", "INTERACTIVE_API_KEY", "ROUTER_ADMIN_TOKEN", "REDIS_URL"} <= secret_refs.keys()
+    assert all(ref["name"] and ref["key"] for ref in secret_refs.values())
+    assert not any("value" in e and "KEY" in e["name"] for e in container["env"]), "a key written in the manifest"
+    assert container["resources"]["requests"]["cpu"], "the HPA's CPU target needs a CPU request"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+    routes_text = configmap["data"]["routes.yaml"]
+    assert routes_text == (DEPLOY / "config" / "routes.yaml").read_text(), "the ConfigMap drifted from deploy/config/routes.yaml"
+    table = parse_table(yaml.safe_load(routes_text), "configmap", {**DUMMY_KEYS, "REDIS_URL": "redis://redis:6379/0"})
+    mounts = {v["name"]: v["mountPath"] for v in container["volumeMounts"]}
+    config_volume = next(v for v in pod["spec"]["volumes"] if v.get("configMap", {}).get("name") == configmap["metadata"]["name"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ROUTER_CONFIG"] == mounts[config_volume["name"]] + "/routes.yaml"
+    # Kubernetes kills at terminationGracePeriodSeconds, counted from the start of preStop.
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(pre_stop[1]) + table.server.shutdown_grace
+    assert int(env["ROUTER_PORT"]) == ports["http"]
+
+    assert service["apiVersion"] == "v1"
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert all(p["port"] and p["targetPort"] in ports for p in service["spec"]["ports"])
+
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
+
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert hpa["spec"]["metrics"]
+    assert pdb["spec"].get("minAvailable", 0) < hpa["spec"]["minReplicas"], "a PDB as large as the floor blocks every drain"
+
+
+def test_kustomization_lists_every_manifest():
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"}
+
+
+def test_deploy_readme_has_one_table_with_every_variable_the_deployments_set():
+    readme = (DEPLOY / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, re.MULTILINE))
+    used = set(image_env()) - {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+    used |= {name for s in compose()["services"].values() for name in s.get("environment", {}) if not name.startswith("GF_")}
+    used |= {e["name"] for e in manifests()["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    used |= set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (DEPLOY / "config" / "routes.yaml").read_text()))
+    assert used <= documented, f"undocumented: {sorted(used - documented)}"
+    assert "## Operations" in (PROJECT_ROOT / "README.md").read_text()
