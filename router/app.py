@@ -3,6 +3,7 @@
 Middlewares, each with one concern:
     request_id_middleware   echo the client's x-request-id or make one
     error_middleware        render every error in OpenAI's shape, with its status
+    auth_middleware         router/auth/middleware.py: admin token on /admin/*, a client key elsewhere
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from router.auth.admin import add_admin_routes
+from router.auth.middleware import PRINCIPAL, auth_middleware
 from router.config import RouteTable
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
@@ -67,6 +70,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     table = request.app[GATEWAY].table
+    principal = request.get(PRINCIPAL)
     data = [
         {
             "id": alias.name,
@@ -77,6 +81,7 @@ async def list_models(request: web.Request) -> web.Response:
             **({"description": alias.description} if alias.description else {}),
         }
         for alias in (*table.aliases.values(), *table.wildcards)
+        if principal is None or principal.may_use((alias.name,))
     ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
@@ -96,7 +101,7 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     gateway = gateway or Gateway(table)
     # The body limit is enforced per request from the live table; this is only
     # aiohttp's outer bound, so a reload that raises the limit still works.
-    app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024))
+    app = web.Application(middlewares=[request_id_middleware, error_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024))
     app[GATEWAY] = gateway
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -110,4 +115,5 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_admin_routes(app)
     return app

@@ -44,7 +44,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 async def _serve(table: RouteTable, host: str | None, port: int | None) -> None:
-    server = await start_server(table, host, port)
+    try:
+        server = await start_server(table, host, port)
+    except ConfigError as exc:
+        print(f"llm-router: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    if not table.auth.enabled:
+        print(f"llm-router: WARNING: authentication is OFF (auth.enabled: false in {table.source}); anyone who can reach {server.url} can use it", flush=True)
     log.info("llm-router serving %s on %s (aliases: %s)", table.source, server.url, ", ".join([*table.aliases, *(a.name for a in table.wildcards)]))
     print(f"llm-router: serving on {server.url}  (try: curl {server.url}/v1/models)", flush=True)
     stop = asyncio.Event()

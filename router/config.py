@@ -4,6 +4,7 @@
     providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, options
     models:      alias -> targets (provider + upstream model + routing facts),
                  fallbacks, strategy, retry policy, operations it serves
+    auth:        virtual keys, teams, budgets (schema in router/auth/settings.py)
 
 Every mistake is collected, not only the first, and each names the file and
 the path inside it (``models.chat.targets[1].provider``) with what to do.  A
@@ -20,13 +21,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from providers import ADAPTERS
 from router.operations import Operation
 from router.secrets import Secret
+
+if TYPE_CHECKING:
+    from router.auth.settings import AuthSettings
 
 STRATEGIES = ("priority", "weighted", "cost", "latency", "least-busy", "default")
 
@@ -145,6 +149,7 @@ class RouteTable:
     aliases: Mapping[str, Alias]
     wildcards: tuple[Alias, ...] = field(default=())
     state: StateSettings = field(default_factory=StateSettings)
+    auth: AuthSettings = field(default_factory=lambda: _default_auth())
 
     def lookup(self, name: str) -> Alias | None:
         alias = self.aliases.get(name)
@@ -157,7 +162,13 @@ class RouteTable:
         return None
 
     def secrets(self) -> list[Secret]:
-        return [p.api_key for p in self.providers.values() if p.api_key]
+        return [p.api_key for p in self.providers.values() if p.api_key] + self.auth.secrets()
+
+
+def _default_auth() -> AuthSettings:
+    from router.auth.settings import AuthSettings  # router.auth builds on this module
+
+    return AuthSettings()
 
 
 _RETRY, _TIMEOUTS, _SERVER, _STATE = RetryPolicy(), Timeouts(), ServerSettings(), StateSettings()
@@ -391,7 +402,7 @@ def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider]) -
 
 def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:
     r = _Reader(os.environ if env is None else env)
-    root = r.mapping(document, "", ("version", "server", "state", "providers", "models"))
+    root = r.mapping(document, "", ("version", "server", "state", "auth", "providers", "models"))
     if document is None or not root:
         raise ConfigError(source, [("", "the file is empty; it needs at least 'providers' and 'models'")])
     version = root.get("version", 1)
@@ -414,6 +425,9 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         r.fail("state.backend", f"unknown backend {state.backend!r}; expected memory or redis")
     elif state.backend == "redis" and not state.url.startswith(("redis://", "rediss://", "unix://")):
         r.fail("state.url", f"must be a redis:// URL, got {state.url!r}")
+    from router.auth.settings import parse_auth  # router.auth builds on this module
+
+    auth = parse_auth(r, root.get("auth"))
     providers: dict[str, Provider] = {}
     raw_providers = r.mapping(root.get("providers"), "providers")
     if not raw_providers:
@@ -440,7 +454,7 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         raise ConfigError(source, r.issues)
     exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}
     wildcards = tuple(sorted((a for a in aliases.values() if a.wildcard_prefix is not None), key=lambda a: -len(a.name)))
-    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state)
+    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state, auth=auth)
 
 
 def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteTable:
