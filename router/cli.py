@@ -2,6 +2,7 @@
 
     llm-router serve --config routes.yaml [--host H] [--port P]
     llm-router check routes.yaml
+    llm-router keys ... | teams ...     the admin API (router/auth/cli.py)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import signal
 import sys
 
+from router.auth.cli import add_commands as add_auth_commands
 from router.config import ConfigError, RouteTable, load_table
 from router.server import start_server
 
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check", help="validate a route table and print what it resolves to")
     p_check.add_argument("config", help="path to routes.yaml")
     p_check.set_defaults(func=check)
+    add_auth_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))
