@@ -425,7 +425,7 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         r.fail("state.backend", f"unknown backend {state.backend!r}; expected memory or redis")
     elif state.backend == "redis" and not state.url.startswith(("redis://", "rediss://", "unix://")):
         r.fail("state.url", f"must be a redis:// URL, got {state.url!r}")
-    from router.auth.settings import parse_auth  # router.auth builds on this module
+    from router.auth.settings import check_alias_names, parse_auth  # router.auth builds on this module
 
     auth = parse_auth(r, root.get("auth"))
     providers: dict[str, Provider] = {}
@@ -450,6 +450,7 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
                 r.fail(f"models.{alias.name}.fallbacks[{i}]", f"unknown alias {fallback!r}")
             elif fallback == alias.name:
                 r.fail(f"models.{alias.name}.fallbacks[{i}]", "an alias cannot fall back to itself")
+    check_alias_names(r, auth, [str(name) for name in raw_models])
     if r.issues:
         raise ConfigError(source, r.issues)
     exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}

@@ -15,7 +15,7 @@ from router.auth.settings import is_loopback
 from router.config import ConfigError
 from router.server import start_server
 from tests.conftest import provider_entry, table_from
-from tests.fakes.upstream import Behaviour
+from tests.fakes.upstream import Behaviour, closed_port
 
 ADMIN = "admin-token-0123456789abcdef"
 CI_KEY = "ci-bot-key-0123456789abcdef"
@@ -222,10 +222,10 @@ async def test_admin_validates_bodies_with_paths_and_protects_declared_entries(m
     forii = await make_upstream("forii")
     gw = await start_gateway(config(forii))
     async with aiohttp.ClientSession() as s:
-        status, body = await admin(s, "POST", gw.url + "/admin/keys", json={"budget": {"usd": "lots", "period": "year"}, "team": "ghost", "colour": 1})
+        status, body = await admin(s, "POST", gw.url + "/admin/keys", json={"budget": {"usd": "lots", "period": "year"}, "team": "ghost", "colour": 1, "aliases": ["chta"]})
         assert status == 400
         message = body["error"]["message"]
-        for fragment in ("budget.usd", "budget.period", "unknown team 'ghost'", "colour: unknown field"):
+        for fragment in ("budget.usd", "budget.period", "unknown team 'ghost'", "colour: unknown field", "unknown alias 'chta'"):
             assert fragment in message, message
         status, body = await admin(s, "POST", gw.url + "/admin/keys", json={"metadata": {"leak": "${ROUTER_ADMIN_TOKEN}"}})
         assert status == 201 and body["metadata"] == {"leak": "${ROUTER_ADMIN_TOKEN}"}  # admin bodies never read the environment
@@ -292,6 +292,30 @@ async def test_team_budget_is_shared_by_its_keys_and_a_failed_request_gives_it_b
     assert status == 402 and "team web" in body["error"]["message"], body
 
 
+async def test_a_streamed_answer_settles_to_the_usage_its_last_chunk_reports(make_upstream, start_gateway):
+    forii = await make_upstream("forii")
+    forii.default = Behaviour(usage={"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10})
+    gw = await start_gateway(config(forii, {"keys": {"ci-bot": {"key": CI_KEY, "budget": {"usd": 1, "period": "total"}}}}))
+    async with aiohttp.ClientSession() as s:
+        status, _, body = await call(s, "POST", gw.url + "/v1/chat/completions", CI_KEY, json={**CHAT, "stream": True})
+    assert status == 200 and "[DONE]" in body
+    await gw.gateway.auth.drain()
+    assert gw.gateway.auth.book.counters == {"spend:key:cfg_ci-bot:total": 7 * 2}
+
+
+async def test_an_unreachable_key_store_fails_closed_and_declared_keys_still_work(make_upstream, start_gateway):
+    forii = await make_upstream("forii")
+    auth = {"keys": {"ci-bot": {"key": CI_KEY}, "budgeted": {"key": "budgeted-key-0123456789", "budget": {"usd": 1}}}}
+    gw = await start_gateway({**config(forii, auth), "state": {"backend": "redis", "url": f"redis://127.0.0.1:{closed_port()}/0"}})
+    async with aiohttp.ClientSession() as s:
+        status, _, body = await call(s, "POST", gw.url + "/v1/chat/completions", "sk-llmr-unknown-0123456789", json=CHAT)
+        assert (status, body["error"]["code"]) == (503, "auth_unavailable"), body  # never admitted on a guess
+        assert (await call(s, "POST", gw.url + "/v1/chat/completions", CI_KEY, json=CHAT))[0] == 200
+        status, _, body = await call(s, "POST", gw.url + "/v1/chat/completions", "budgeted-key-0123456789", json=CHAT)
+    assert (status, body["error"]["code"]) == (503, "auth_unavailable"), body  # no reservation, no request
+    assert len(forii.received) == 1
+
+
 # -- configuration and local development ---------------------------------------------------
 
 
@@ -303,7 +327,7 @@ def test_auth_config_mistakes_are_named_with_their_paths():
                 "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}},
                 "auth": {
                     "cache_ttl": 5,
-                    "teams": {"bad name!": {}},
+                    "teams": {"bad name!": {}, "typo": {"aliases": ["chta"]}},
                     "keys": {
                         "both": {"key": CI_KEY, "hash": "0" * 64},
                         "neither": {},
@@ -318,7 +342,7 @@ def test_auth_config_mistakes_are_named_with_their_paths():
     for fragment in (
         "auth.cache_ttl", "auth.teams.bad name!", "auth.keys.both: set exactly one", "auth.keys.neither: set exactly one",
         "auth.keys.lost.key: environment variable LOST_KEY", "auth.keys.short.key", "auth.keys.orphan.team: unknown team 'ghost'",
-        "auth.keys.orphan.budget.usd", "auth.keys.orphan.budget.period", "auth.keys.orphan.expires_at",
+        "auth.keys.orphan.budget.usd", "auth.teams.typo.aliases: unknown alias 'chta'", "auth.keys.orphan.budget.period", "auth.keys.orphan.expires_at",
     ):
         assert fragment in text, (fragment, text)
 

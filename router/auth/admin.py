@@ -27,7 +27,7 @@ from aiohttp import web
 
 from router.auth.budget import budget_scopes
 from router.auth.keys import Principal, Team, VirtualKey, generate_key, hash_key, key_hint, new_key_id
-from router.auth.settings import KEY_FIELDS, TEAM_FIELDS, check_name, parse_key_fields, parse_team
+from router.auth.settings import KEY_FIELDS, TEAM_FIELDS, check_name, names_alias, parse_key_fields, parse_team
 from router.config import _Reader
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import GATEWAY, Gateway
@@ -59,6 +59,14 @@ async def _body(request: web.Request, allowed: tuple[str, ...]) -> tuple[_Reader
     # No environment: ${VAR} in an admin body must never read the gateway's environment.
     reader = _Reader({})
     return reader, reader.mapping(data, "", allowed)
+
+
+def _known_aliases(reader: _Reader, gateway: Gateway, aliases: frozenset[str] | None) -> None:
+    table = gateway.table
+    declared = [*table.aliases, *(a.name for a in table.wildcards)]
+    for name in sorted(aliases or ()):
+        if not names_alias(name, declared):
+            reader.fail("aliases", f"unknown alias {name!r}; this gateway serves: {', '.join(declared)}")
 
 
 def _check(reader: _Reader) -> None:
@@ -103,6 +111,7 @@ async def create_key(request: web.Request) -> web.Response:
     key = parse_key_fields(reader, data, "", key_id=new_key_id(), key_hash=hash_key(plain, gateway.table.auth.pepper.reveal()), hint=key_hint(plain), source="admin")
     if key.team is not None and await _team(gateway, key.team) is None:
         reader.fail("team", f"unknown team {key.team!r}; create it first with POST /admin/teams")
+    _known_aliases(reader, gateway, key.aliases)
     _check(reader)
     await gateway.auth.store.save_key(key)
     return _json({"key": plain, **key.public()}, status=201)
@@ -149,6 +158,7 @@ async def create_team(request: web.Request) -> web.Response:
     reader, data = await _body(request, TEAM_FIELDS)
     name = check_name(reader, data.get("name"), "name")
     team = parse_team(reader, name or "", data, "", "admin")
+    _known_aliases(reader, gateway, team.aliases)
     _check(reader)
     if await _team(gateway, team.name) is not None:
         raise Conflict(f"team {team.name!r} exists; change it with PUT /admin/teams/{team.name}")
@@ -166,6 +176,7 @@ async def update_team(request: web.Request) -> web.Response:
         raise Conflict(f"team {name!r} is declared in routes.yaml; change it there and reload")
     reader, data = await _body(request, TEAM_FIELDS[1:])
     team = replace(parse_team(reader, name, data, "", "admin"), created_at=current.created_at)
+    _known_aliases(reader, gateway, team.aliases)
     _check(reader)
     await gateway.auth.store.save_team(team)
     return _json(team.to_json())

@@ -68,7 +68,9 @@ async def admit(
     admission = Admission(allowed)
     default_output = table.auth.default_max_output_tokens
     per_choice, bounded = output_bound(req.body, default_output)
-    admission.limits = await enforce_limits(principal, body_bytes + per_choice)
+    # tpm counts an estimate (about 4 bytes a token), corrected when usage is known;
+    # only budgets need the strict one-token-per-byte bound.
+    admission.limits = await enforce_limits(principal, body_bytes // 4 + per_choice)
     admission.headers = ratelimit_headers(admission.limits.requests, admission.limits.tokens)
 
     if budget_scopes(principal, record.started_at):

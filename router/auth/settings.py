@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -256,3 +256,18 @@ def unsafe_listen(settings: AuthSettings, host: str) -> str | None:
         f"authentication is off (auth.enabled: false), so the gateway only listens on loopback, not {host!r}: "
         "enable auth, listen on 127.0.0.1, or set auth.allow_remote_without_auth: true if a network boundary protects it"
     )
+
+
+def names_alias(name: str, alias_names: Collection[str]) -> bool:
+    """Whether ``name`` is a declared alias, or a name a wildcard alias serves."""
+    return name in alias_names or any(a.endswith("*") and name.startswith(a[:-1]) and len(name) >= len(a) for a in alias_names)
+
+
+def check_alias_names(r: _Reader, auth: AuthSettings, alias_names: Collection[str]) -> None:
+    """An allowed alias that names nothing is a typo that would lock its key out; say so at load."""
+    entries = [(f"auth.teams.{t.name}.aliases", t.aliases) for t in auth.teams.values()]
+    entries += [(f"auth.keys.{k.id.removeprefix('cfg_')}.aliases", k.aliases) for k in auth.keys_by_hash.values()]
+    for path, aliases in entries:
+        for name in sorted(aliases or ()):
+            if not names_alias(name, alias_names):
+                r.fail(path, f"unknown alias {name!r}; declared aliases: {', '.join(sorted(alias_names))}")
