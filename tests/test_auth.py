@@ -130,6 +130,19 @@ async def test_expired_key_and_forbidden_alias_get_403_before_any_upstream_call(
     assert forii.received == []
 
 
+async def test_a_key_may_be_allowed_one_name_a_wildcard_alias_serves(make_upstream, start_gateway):
+    forii = await make_upstream("forii")
+    cfg = config(forii, {"keys": {"ci-bot": {"key": CI_KEY, "aliases": ["forii/deepseek-v3"]}}})
+    cfg["models"]["forii/*"] = {"targets": [{"provider": "forii"}]}
+    gw = await start_gateway(cfg)
+    async with aiohttp.ClientSession() as s:
+        status, _, body = await call(s, "POST", gw.url + "/v1/chat/completions", CI_KEY, json={**CHAT, "model": "forii/deepseek-v3"})
+        assert status == 200, body
+        status, _, body = await call(s, "POST", gw.url + "/v1/chat/completions", CI_KEY, json={**CHAT, "model": "forii/other"})
+    assert status == 403, body
+    assert [r.body["model"] for r in forii.received] == ["deepseek-v3"]  # the wildcard serves the part after its prefix
+
+
 async def test_team_narrows_its_keys_aliases_and_fallbacks_outside_them_are_skipped(make_upstream, start_gateway):
     forii = await make_upstream("forii")
     cfg = config(forii, {"teams": {"web": {"aliases": ["chat"]}}, "keys": {"ci-bot": {"key": CI_KEY, "team": "web"}}})

@@ -52,13 +52,15 @@ async def admit(
         record.user = principal.key.user
     record.metadata = {**principal.metadata, **record.metadata}  # the request's own tags win
 
+    requested: set[str] = set()  # aliases the client named and may use (a wildcard's by the name it serves)
     for name in req.models:
         alias = table.lookup(name)
         if not principal.may_use((name, alias.name if alias else name)):
             raise PermissionDenied(f"this API key may not use the model {name!r}", param="model", code="model_not_allowed")
+        requested.add(alias.name if alias else name)
     allowed: list[Candidate] = []
     for candidate in candidates:
-        if principal.may_use((candidate.alias.name,)):
+        if candidate.alias.name in requested or principal.may_use((candidate.alias.name,)):
             allowed.append(candidate)
         else:
             record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, "skipped: alias not allowed for this key"))
