@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from router.auth.admin import add_admin_routes
-from router.auth.middleware import PRINCIPAL, auth_middleware
+from router.auth.middleware import PRINCIPAL, add_ratelimit_headers, auth_middleware
 from router.config import RouteTable
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
@@ -110,6 +110,7 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
         await gateway.stop()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(add_ratelimit_headers)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)

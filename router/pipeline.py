@@ -80,8 +80,6 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
             record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))
         admission = await admit(request, gateway, table, req, len(raw), candidates, record)
         response = await send_with_fallback(request, gateway, req, admission.candidates, record)
-        if admission.headers and not response.prepared:
-            response.headers.update(admission.headers)
         record.finish(response.status)
         return response
     except GatewayError as exc:

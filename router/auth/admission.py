@@ -21,7 +21,7 @@ from aiohttp import web
 from router.accounting.record import AttemptRecord, RequestRecord
 from router.auth.budget import Reservation, actual_cost, budget_scopes, max_request_cost, output_bound, reserve, settle_quietly
 from router.auth.limits import LimitDecision, enforce_limits, ratelimit_headers
-from router.auth.middleware import PRINCIPAL
+from router.auth.middleware import PRINCIPAL, RATELIMIT_HEADERS
 from router.config import RouteTable
 from router.errors import PermissionDenied
 from router.gateway import Gateway
@@ -34,7 +34,7 @@ log = logging.getLogger("router.auth")
 @dataclass(slots=True)
 class Admission:
     candidates: list[Candidate]
-    headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* for every response
+    headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, sent by middleware.add_ratelimit_headers
     reservation: Reservation | None = None
     prices: dict[str, Any] = field(default_factory=dict)
     limits: LimitDecision | None = None
@@ -74,6 +74,8 @@ async def admit(
     # only budgets need the strict one-token-per-byte bound.
     admission.limits = await enforce_limits(principal, body_bytes // 4 + per_choice)
     admission.headers = ratelimit_headers(admission.limits.requests, admission.limits.tokens)
+    if admission.headers:
+        request[RATELIMIT_HEADERS] = admission.headers
 
     if budget_scopes(principal, record.started_at):
         if not bounded:

@@ -15,7 +15,9 @@ What a client sees, as OpenAI sends it, on every response of a limited key:
     x-ratelimit-reset-requests      x-ratelimit-reset-tokens     (like "1s", "6m0s")
 
 and on a refusal, 429 ``rate_limit_exceeded`` with ``Retry-After`` in whole seconds.
-The tightest scope (key or team) is the one reported.
+The tightest scope (key or team) is the one reported.  Admission leaves the
+headers on the request (``RATELIMIT_HEADERS``) and an ``on_response_prepare``
+hook adds them to whatever response follows, streamed or not, errors too.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from router.gateway import GATEWAY, REQUEST_ID
 log = logging.getLogger("router.auth")
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+# Set by admission once the limiter has counted the request; sent on whatever response follows.
+RATELIMIT_HEADERS = web.RequestKey("ratelimit_headers", dict[str, str])
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 UNAUTHENTICATED = "invalid or missing API key: send 'Authorization: Bearer <key>' with a key issued by this gateway"
@@ -72,3 +74,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise PermissionDenied("this API key has expired; ask for a new one", code="key_expired")
     request[PRINCIPAL] = principal
     return await handler(request)
+
+
+async def add_ratelimit_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: the x-ratelimit-* headers go on every response, streamed or not, errors too."""
+    headers = request.get(RATELIMIT_HEADERS) if isinstance(request, web.Request) else None
+    if headers:
+        response.headers.update(headers)

@@ -52,6 +52,10 @@ class AuthService:
             return False
         return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._admin_digest)
 
+    def counters(self) -> dict[str, int]:
+        """For /metrics: failed authentication attempts, and how many of them were slowed down."""
+        return {"auth_failures_total": self.throttle.total, "auth_failures_slowed_total": self.throttle.slowed}
+
     def in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
