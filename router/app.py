@@ -3,6 +3,7 @@
 Middlewares, each with one concern:
     request_id_middleware   echo the client's x-request-id or make one
     error_middleware        render every error in OpenAI's shape, with its status
+    auth_middleware         router/auth/middleware.py: admin token on /admin/*, a client key elsewhere
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from router.auth.admin import add_admin_routes
+from router.auth.middleware import PRINCIPAL, add_ratelimit_headers, auth_middleware
 from router.config import RouteTable
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
@@ -68,6 +71,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     table = request.app[GATEWAY].table
+    principal = request.get(PRINCIPAL)
     data = [
         {
             "id": alias.name,
@@ -78,6 +82,7 @@ async def list_models(request: web.Request) -> web.Response:
             **({"description": alias.description} if alias.description else {}),
         }
         for alias in (*table.aliases.values(), *table.wildcards)
+        if principal is None or principal.may_use((alias.name,))
     ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
@@ -97,7 +102,7 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     gateway = gateway or Gateway(table)
     # The body limit is enforced per request from the live table; this is only
     # aiohttp's outer bound, so a reload that raises the limit still works.
-    app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024))
+    app = web.Application(middlewares=[request_id_middleware, error_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024))
     app[GATEWAY] = gateway
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -106,10 +111,12 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
         await gateway.stop()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(add_ratelimit_headers)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/admin/reload", admin_reload)
+    add_admin_routes(app)
     return app

@@ -2,6 +2,7 @@
 
     llm-router serve --config routes.yaml [--host H] [--port P] [--watch]
     llm-router check routes.yaml
+    llm-router keys ... | teams ...     the admin API (router/auth/cli.py)
 
 Signals while serving: SIGHUP reloads routes.yaml (router/reload.py); SIGTERM
 or SIGINT drains and exits 0 (router/server.py).  Every flag has an
@@ -20,6 +21,7 @@ import signal
 import sys
 
 from router import __version__
+from router.auth.cli import add_commands as add_auth_commands
 from router.config import ConfigError, RouteTable, load_table
 from router.logs import configure_logging, effective_settings, log_event
 from router.server import start_server
@@ -53,8 +55,15 @@ def check(args: argparse.Namespace) -> int:
 
 
 async def _serve(table: RouteTable, host: str | None, port: int | None, watch: float | None) -> None:
-    server = await start_server(table, host, port)
+    try:
+        server = await start_server(table, host, port)
+    except ConfigError as exc:
+        print(f"llm-router: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     gateway = server.gateway
+    if not table.auth.enabled:
+        log_event(log, f"authentication is OFF (auth.enabled: false in {table.source}); anyone who can reach {server.url} can use it",
+                  logging.WARNING, event="auth_off", url=server.url)
     log_event(log, "llm-router serving", event="started", version=__version__, pid=os.getpid(), url=server.url, source=table.source,
               aliases=[*table.aliases, *(a.name for a in table.wildcards)], watch=watch is not None)
     if effective_settings(table.logging)[1] == "text":  # a JSON log stream stays pure JSON
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check", help="validate a route table and print what it resolves to")
     p_check.add_argument("config", help="path to routes.yaml")
     p_check.set_defaults(func=check)
+    add_auth_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

@@ -5,6 +5,7 @@
     providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, options
     models:      alias -> targets (provider + upstream model + routing facts),
                  fallbacks, strategy, retry policy, operations it serves
+    auth:        virtual keys, teams, budgets (schema in router/auth/settings.py)
 
 Every mistake is collected, not only the first, and each names the file and
 the path inside it (``models.chat.targets[1].provider``) with what to do.  A
@@ -21,13 +22,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from providers import ADAPTERS
 from router.operations import Operation
 from router.secrets import Secret
+
+if TYPE_CHECKING:
+    from router.auth.settings import AuthSettings
 
 STRATEGIES = ("priority", "weighted", "cost", "latency", "least-busy", "default")
 
@@ -165,6 +169,7 @@ class RouteTable:
     wildcards: tuple[Alias, ...] = field(default=())
     state: StateSettings = field(default_factory=StateSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    auth: AuthSettings = field(default_factory=lambda: _default_auth())
 
     def lookup(self, name: str) -> Alias | None:
         alias = self.aliases.get(name)
@@ -177,7 +182,13 @@ class RouteTable:
         return None
 
     def secrets(self) -> list[Secret]:
-        return [p.api_key for p in self.providers.values() if p.api_key]
+        return [p.api_key for p in self.providers.values() if p.api_key] + self.auth.secrets()
+
+
+def _default_auth() -> AuthSettings:
+    from router.auth.settings import AuthSettings  # router.auth builds on this module
+
+    return AuthSettings()
 
 
 _RETRY, _TIMEOUTS, _SERVER, _STATE, _LOGGING = RetryPolicy(), Timeouts(), ServerSettings(), StateSettings(), LoggingSettings()
@@ -426,7 +437,7 @@ def _logging(r: _Reader, raw: Any) -> LoggingSettings:
 
 def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:
     r = _Reader(os.environ if env is None else env)
-    root = r.mapping(document, "", ("version", "server", "state", "logging", "providers", "models"))
+    root = r.mapping(document, "", ("version", "server", "state", "logging", "auth", "providers", "models"))
     if document is None or not root:
         raise ConfigError(source, [("", "the file is empty; it needs at least 'providers' and 'models'")])
     version = root.get("version", 1)
@@ -451,6 +462,9 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         r.fail("state.backend", f"unknown backend {state.backend!r}; expected memory or redis")
     elif state.backend == "redis" and not state.url.startswith(("redis://", "rediss://", "unix://")):
         r.fail("state.url", f"must be a redis:// URL, got {state.url!r}")
+    from router.auth.settings import check_alias_names, parse_auth  # router.auth builds on this module
+
+    auth = parse_auth(r, root.get("auth"))
     providers: dict[str, Provider] = {}
     raw_providers = r.mapping(root.get("providers"), "providers")
     if not raw_providers:
@@ -473,11 +487,12 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
                 r.fail(f"models.{alias.name}.fallbacks[{i}]", f"unknown alias {fallback!r}")
             elif fallback == alias.name:
                 r.fail(f"models.{alias.name}.fallbacks[{i}]", "an alias cannot fall back to itself")
+    check_alias_names(r, auth, [str(name) for name in raw_models])
     if r.issues:
         raise ConfigError(source, r.issues)
     exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}
     wildcards = tuple(sorted((a for a in aliases.values() if a.wildcard_prefix is not None), key=lambda a: -len(a.name)))
-    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state, logging=logging_settings)
+    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state, logging=logging_settings, auth=auth)
 
 
 def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteTable:

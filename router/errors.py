@@ -9,6 +9,8 @@
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error
     ├── RateLimited                   429 rate_limit_error
+    ├── BudgetExceeded                402 insufficient_quota budget_exceeded (says when it resets)
+    ├── AuthUnavailable               503 the key store did not answer (fail closed)
     ├── UpstreamError                 one attempt at one target went wrong
     │   ├── UpstreamConnectError      refused, reset, DNS: retryable
     │   ├── UpstreamTimeout           connect/read/total timeout: retryable
@@ -107,6 +109,19 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(GatewayError):
+    """402, not 429: SDKs retry a 429 at once, and a spent budget does not come back in seconds."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class AuthUnavailable(GatewayError):
+    status = 503
+    code = "auth_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from router.accounting.record import RequestRecord
+from router.auth.service import AuthService
 from router.config import RouteTable
 from router.logs import RequestLog, log_event, remember_secrets
 from router.reload import Reloader
@@ -29,6 +30,7 @@ class Gateway:
         self.transport = Transport()
         self.ready = False
         self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
+        self.auth = AuthService()  # keys, teams, budgets (router/auth)
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
         self.record_listeners: list[Callable[[RequestRecord], None]] = [RequestLog(self)]
         # Awaited in order at shutdown, after requests in flight have finished and before
@@ -58,10 +60,12 @@ class Gateway:
             self.redis = aioredis.from_url(
                 settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout, health_check_interval=5
             )
+            self.auth.use_redis(self.redis, settings.prefix)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.auth.drain()  # settle every budget reservation before the store goes away
         await self.reloader.wait_idle()
         for hook in self.shutdown_hooks:
             try:

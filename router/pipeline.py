@@ -1,6 +1,7 @@
 """The request path, one rung per concern.
 
     handle_completion          parse once, keep one RequestRecord, account at the end
+    -> admit                   auth/admission.py: allowed aliases, limits, budget reservation
     -> resolve_candidates      routing/candidates.py: aliases, fallbacks, the request's models
     -> send_with_fallback      walk the candidates; stop at the first answer or a caller's 4xx
     -> send_with_retries       same target again with backoff, per the alias's retry policy
@@ -23,6 +24,8 @@ from aiohttp import web
 from providers import ADAPTERS
 from providers.base import Adapter, ResponseContext, StreamTranslator
 from router.accounting.record import AttemptRecord, RequestRecord
+from router.auth.admission import Admission, admit
+from router.auth.admission import finish as finish_admission
 from router.errors import (
     CALLER_FAULT_STATUSES,
     AllCandidatesFailed,
@@ -65,8 +68,10 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
     gateway = request.app[GATEWAY]
     table = gateway.table  # one snapshot per request: a reload never changes a request mid-way
     record = RequestRecord(request_id=request[REQUEST_ID], operation=op.value, stream=False, requested_models=[])
+    admission: Admission | None = None
     try:
-        req = parse_request(op, await read_body(request, table.server.max_body_bytes), record.request_id)
+        raw = await read_body(request, table.server.max_body_bytes)
+        req = parse_request(op, raw, record.request_id)
         record.stream, record.requested_models = req.stream, req.models
         record.user = req.body.get("user") if isinstance(req.body.get("user"), str) else None
         record.metadata = dict(req.metadata)
@@ -75,7 +80,8 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
         candidates, skipped = resolve_candidates(table, req)
         for skip in skipped:
             record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))
-        response = await send_with_fallback(request, gateway, req, candidates, record)
+        admission = await admit(request, gateway, table, req, len(raw), candidates, record)
+        response = await send_with_fallback(request, gateway, req, admission.candidates, record)
         record.finish(response.status)
         return response
     except GatewayError as exc:
@@ -86,6 +92,7 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
         record.finish(499, "ClientDisconnected")
         raise
     finally:
+        finish_admission(gateway, admission, record)
         gateway.account(record)
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from router.app import create_app
-from router.config import RouteTable
+from router.auth.settings import unsafe_listen
+from router.config import ConfigError, RouteTable
 from router.gateway import GATEWAY, Gateway
 
 
@@ -51,6 +52,10 @@ class RunningServer:
 
 
 async def start_server(table: RouteTable, host: str | None = None, port: int | None = None, *, reuse_port: bool = False, sock: socket.socket | None = None) -> RunningServer:
+    bind_host = str(sock.getsockname()[0]) if sock is not None else (host or table.server.host)
+    refusal = unsafe_listen(table.auth, bind_host)
+    if refusal is not None:
+        raise ConfigError(table.source, [("auth.enabled", refusal)])
     app = create_app(table)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=table.server.shutdown_grace)
     await runner.setup()

@@ -40,8 +40,13 @@ async def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval:
         await asyncio.sleep(interval)
 
 
+def without_auth_unless_set(config: dict[str, Any]) -> dict[str, Any]:
+    """Tests of other features run with auth off; a test that sets ``auth`` gets exactly what it set."""
+    return config if "auth" in config else {**config, "auth": {"enabled": False}}
+
+
 def table_from(config: dict[str, Any], env: dict[str, str] | None = None) -> RouteTable:
-    return parse_table(config, "test-routes.yaml", env or {})
+    return parse_table(without_auth_unless_set(config), "test-routes.yaml", env or {})
 
 
 def provider_entry(upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:
@@ -159,7 +164,7 @@ async def spawn_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
 
     async def spawn(config: dict[str, Any], *, env: dict[str, str] | None = None, args: tuple[str, ...] = (), wait_ready: bool = True) -> GatewayProcess:
         path = tmp_path / f"routes-{len(started)}.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path.write_text(yaml.safe_dump(without_auth_unless_set(config)))
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "router", "serve", "--config", str(path), "--port", str(port), *args,

@@ -21,6 +21,8 @@ def routes(upstream: FakeUpstream, model: str, **server: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "providers": {"up": provider_entry(upstream)},
         "models": {"chat": {"targets": [{"provider": "up", "model": model}]}},
+        # Written to disk and reloaded, so the fixtures cannot add it: auth off, explicitly.
+        "auth": {"enabled": False},
     }
     if server:
         config["server"] = server

@@ -24,7 +24,8 @@ from tests.conftest import PROJECT_ROOT, _ready, free_port, wait_for
 DEPLOY = PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 IMAGE_VENV = "/opt/llm-router"
-DUMMY_KEYS = {"FORII_API_KEY": "sk-forii-dummy-0123456789abcdef", "FOREFRONT_API_KEY": "ff-dummy-0123456789abcdef", "INTERACTIVE_API_KEY": ""}
+ADMIN_TOKEN = "admin-token-for-the-deploy-test-0123"
+DUMMY_KEYS = {"ROUTER_ADMIN_TOKEN": ADMIN_TOKEN, "FORII_API_KEY": "sk-forii-dummy-0123456789abcdef", "FOREFRONT_API_KEY": "ff-dummy-0123456789abcdef", "INTERACTIVE_API_KEY": ""}
 
 
 # -- the Dockerfile, read as the image would run it ----------------------------
@@ -101,7 +102,11 @@ async def test_the_image_entry_point_run_outside_a_container_serves_a_request(re
         url = f"http://127.0.0.1:{port}"
         await wait_for(lambda: _ready(url), timeout=20, interval=0.05)
         async with aiohttp.ClientSession() as session:
-            async with session.post(url + "/v1/chat/completions", json={"model": "smoke", "messages": [{"role": "user", "content": "hi"}]}) as r:
+            # Auth is on in the shipped config: an operator makes a key through the admin API first.
+            async with session.post(url + "/admin/keys", json={"name": "smoke", "aliases": ["smoke"]}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                created = await r.json()
+                assert r.status == 201, created
+            async with session.post(url + "/v1/chat/completions", json={"model": "smoke", "messages": [{"role": "user", "content": "hi"}]}, headers={"Authorization": f"Bearer {created['key']}"}) as r:
                 body = await r.json()
                 assert r.status == 200, body
                 assert body["choices"][0]["message"]["content"]

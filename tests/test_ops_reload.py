@@ -76,21 +76,25 @@ async def test_watch_reloads_when_the_file_changes(make_upstream, spawn_gateway)
     assert [e["trigger"] for e in events(gp, "reload")] == ["watch"]
 
 
-async def test_admin_reload_swaps_or_refuses(make_upstream, start_gateway, tmp_path):
+ADMIN_TOKEN = "admin-token-for-reload-tests-0123"
+
+
+async def test_admin_reload_swaps_or_refuses(make_upstream, start_gateway, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROUTER_ADMIN_TOKEN", ADMIN_TOKEN)  # /admin/* needs the admin token
     upstream = await make_upstream("openai")
     path = tmp_path / "routes.yaml"
     write_config(path, routes(upstream, "old-model"))
     gw = await start_gateway(load_table(path))
     async with aiohttp.ClientSession() as session:
         write_config(path, {**routes(upstream, "new-model"), "models": {**routes(upstream, "new-model")["models"], "extra": {"targets": [{"provider": "up", "model": "m"}]}}})
-        async with session.post(gw.url + "/admin/reload") as r:
+        async with session.post(gw.url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
             body = await r.json()
             assert r.status == 200, body
             assert body["aliases_added"] == ["extra"] and body["aliases_changed"] == ["chat"]
         assert (await chat(session, gw.url))[1]["x-router-model"] == "new-model"
 
         write_config(path, broken(routes(upstream, "newest-model")))
-        async with session.post(gw.url + "/admin/reload") as r:
+        async with session.post(gw.url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
             body = await r.json()
             assert r.status == 422
             assert body["error"]["code"] == "invalid_config"

@@ -46,6 +46,8 @@ class RequestRecord:
     usage_estimated: bool = False
     client_disconnected: bool = False
     user: str | None = None
+    key_id: str | None = None  # the virtual key that made the request (router/auth), never the key itself
+    team: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 

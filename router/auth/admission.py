@@ -1,0 +1,100 @@
+"""Admission: once the body is parsed, may this key send this request, and can its budget cover it?
+
+    admit()     -> the record learns the key and team (spend per team comes out of the ledger)
+                -> every model the client named must be allowed to the key and its team (403)
+                -> fallback targets on aliases the key may not use are skipped, never tried
+                -> rpm / tpm / concurrency of key and team (limits.py)
+                -> the maximum cost is reserved against key and team budgets (budget.py), or 402
+    finish()    -> settle the reservation to the real cost, off the client's wait
+
+With auth off there is no principal and admission lets everything through.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from router.accounting.record import AttemptRecord, RequestRecord
+from router.auth.budget import Reservation, actual_cost, budget_scopes, max_request_cost, output_bound, reserve, settle_quietly
+from router.auth.limits import LimitDecision, enforce_limits, ratelimit_headers
+from router.auth.middleware import PRINCIPAL, RATELIMIT_HEADERS
+from router.config import RouteTable
+from router.errors import PermissionDenied
+from router.gateway import Gateway
+from router.request import ClientRequest
+from router.routing.candidates import Candidate
+
+log = logging.getLogger("router.auth")
+
+
+@dataclass(slots=True)
+class Admission:
+    candidates: list[Candidate]
+    headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, sent by middleware.add_ratelimit_headers
+    reservation: Reservation | None = None
+    prices: dict[str, Any] = field(default_factory=dict)
+    limits: LimitDecision | None = None
+
+
+async def admit(
+    request: web.Request, gateway: Gateway, table: RouteTable, req: ClientRequest, body_bytes: int, candidates: list[Candidate], record: RequestRecord
+) -> Admission:
+    principal = request.get(PRINCIPAL)
+    if principal is None:
+        return Admission(candidates)
+    record.key_id = principal.key.id
+    record.team = principal.team.name if principal.team else principal.key.team
+    if record.user is None:
+        record.user = principal.key.user
+    record.metadata = {**principal.metadata, **record.metadata}  # the request's own tags win
+
+    requested: set[str] = set()  # aliases the client named and may use (a wildcard's by the name it serves)
+    for name in req.models:
+        alias = table.lookup(name)
+        if not principal.may_use((name, alias.name if alias else name)):
+            raise PermissionDenied(f"this API key may not use the model {name!r}", param="model", code="model_not_allowed")
+        requested.add(alias.name if alias else name)
+    allowed: list[Candidate] = []
+    for candidate in candidates:
+        if candidate.alias.name in requested or principal.may_use((candidate.alias.name,)):
+            allowed.append(candidate)
+        else:
+            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, "skipped: alias not allowed for this key"))
+    if not allowed:
+        raise PermissionDenied("this API key may not use any route that serves this request", param="model", code="model_not_allowed")
+
+    admission = Admission(allowed)
+    default_output = table.auth.default_max_output_tokens
+    per_choice, bounded = output_bound(req.body, default_output)
+    # tpm counts an estimate (about 4 bytes a token), corrected when usage is known;
+    # only budgets need the strict one-token-per-byte bound.
+    admission.limits = await enforce_limits(principal, body_bytes // 4 + per_choice)
+    admission.headers = ratelimit_headers(admission.limits.requests, admission.limits.tokens)
+    if admission.headers:
+        request[RATELIMIT_HEADERS] = admission.headers
+
+    if budget_scopes(principal, record.started_at):
+        if not bounded:
+            # The reservation assumes this many output tokens; hold the upstream to it.
+            req.body = {**req.body, "max_tokens": default_output}
+        admission.prices = {c.target.key: c.target.price for c in allowed}
+        amount = max_request_cost(body_bytes, req.body, list(admission.prices.values()), default_output)
+        admission.reservation = await reserve(gateway.auth.book, principal, amount)
+    return admission
+
+
+def finish(gateway: Gateway, admission: Admission | None, record: RequestRecord) -> None:
+    """Settle what was reserved; called once, when the request has ended (stream included)."""
+    if admission is None:
+        return
+    if admission.reservation is not None:
+        reservation = admission.reservation
+        actual = actual_cost(record, admission.prices, reservation.amount)
+        record.extra["budget_reserved_micro_usd"] = reservation.amount
+        gateway.auth.in_background(settle_quietly(reservation, actual, log))
+    if admission.limits is not None and admission.limits.release is not None:
+        gateway.auth.in_background(admission.limits.release())
