@@ -2,6 +2,7 @@
 
     llm-router serve --config routes.yaml [--host H] [--port P]
     llm-router check routes.yaml
+    llm-router usage --since 7d --by team,model [--config routes.yaml] [--format table|csv|json]
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def usage(args: argparse.Namespace) -> int:
+    from router.accounting.usage_cli import print_usage
+
+    try:
+        table = load_table(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return asyncio.run(print_usage(table, args.since, args.until, args.by, args.format))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llm-router", description="An OpenAI-compatible LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check", help="validate a route table and print what it resolves to")
     p_check.add_argument("config", help="path to routes.yaml")
     p_check.set_defaults(func=check)
+    p_usage = sub.add_parser("usage", help="spend and tokens from the ledger, grouped")
+    p_usage.add_argument("--config", default="routes.yaml", help="route table naming the ledger (default: routes.yaml)")
+    p_usage.add_argument("--since", default="30d", help="start: 7d, 24h, 2026-11-01, unix seconds (default: 30d)")
+    p_usage.add_argument("--until", default=None, help="end, exclusive (default: now)")
+    p_usage.add_argument("--by", default="", help="group keys: team,model,provider,alias,day,user,key_id,status,tag:<key>")
+    p_usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p_usage.set_defaults(func=usage)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

@@ -9,14 +9,18 @@ a module-level global.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from router.accounting.record import RequestRecord
 from router.config import RouteTable
 from router.transport import Transport
+
+if TYPE_CHECKING:
+    from router.accounting.ledger import Ledger
+    from router.metrics import Metrics
 
 log = logging.getLogger("router")
 
@@ -29,6 +33,11 @@ class Gateway:
         self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
         self.record_listeners: list[Callable[[RequestRecord], None]] = []
+        # Run by start() in order, and by stop() in reverse (the ledger's writer, for one).
+        self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.metrics: Metrics | None = None
+        self.ledger: Ledger | None = None
 
     def swap_table(self, table: RouteTable) -> None:
         """Atomically replace the route table; requests in flight keep the one they started with."""
@@ -51,10 +60,17 @@ class Gateway:
             self.redis = aioredis.from_url(
                 settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout, health_check_interval=5
             )
+        for hook in self.startup_hooks:
+            await hook()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        for hook in reversed(self.shutdown_hooks):
+            try:
+                await hook()
+            except Exception:  # one failing hook must not keep the others from running
+                log.exception("shutdown hook %r failed", hook)
         await self.transport.close()
         if self.redis is not None:
             await self.redis.aclose()
