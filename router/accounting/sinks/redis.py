@@ -64,25 +64,28 @@ class RedisSink:
 
         ttl = self.settings.max_age_days * 86400
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for row in rows:
-                group = rollup_key(row)
-                counters: list[Any] = []
-                for name in ROLLUP_FIELDS:
-                    value = 1 if name == "requests" else getattr(row, name)
-                    if value:
-                        counters += [f"{name}|{group}", value]
-                await self._script(
-                    keys=[self.base + "seen:" + row.request_id, self.stream_key, self.base + "day:" + row.day],
-                    args=[ttl, self.settings.maxlen, orjson.dumps(row.to_dict()), 0, *counters],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+            async with self._client.pipeline(transaction=False) as pipe:
+                results = await self._queue_rows(pipe, rows, ttl)
             # Age cap: drop stream entries older than max_age_days (IDs are arrival times in ms).
             await self._client.xtrim(self.stream_key, minid=int((time.time() - ttl) * 1000), approximate=True)
         except (RedisError, OSError) as exc:
             raise SinkUnavailable(f"redis sink {self.name}: {exc}") from exc
         return sum(int(r) for r in results)
+
+    async def _queue_rows(self, pipe: Any, rows: list[UsageRow], ttl: int) -> list[Any]:
+        for row in rows:
+            group = rollup_key(row)
+            counters: list[Any] = []
+            for name in ROLLUP_FIELDS:
+                value = 1 if name == "requests" else getattr(row, name)
+                if value:
+                    counters += [f"{name}|{group}", value]
+            await self._script(
+                keys=[self.base + "seen:" + row.request_id, self.stream_key, self.base + "day:" + row.day],
+                args=[ttl, self.settings.maxlen, orjson.dumps(row.to_dict()), 0, *counters],
+                client=pipe,
+            )
+        return list(await pipe.execute())
 
     async def rows(self, start: float, end: float) -> list[UsageRow]:
         from redis.exceptions import RedisError
