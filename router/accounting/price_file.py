@@ -53,6 +53,8 @@ def load_litellm_prices(path: str | Path) -> dict[str, Price]:
     version = "litellm:" + hashlib.sha256(raw).hexdigest()[:12]
     prices: dict[str, Price] = {}
     for model, entry in document.items():
+        if model == "sample_spec":  # LiteLLM's schema example, not a model
+            continue
         price = _price(entry, version)
         if price is not None:
             prices[model] = price
@@ -61,7 +63,7 @@ def load_litellm_prices(path: str | Path) -> dict[str, Price]:
 
 def _price(entry: Any, version: str) -> Price | None:
     if not isinstance(entry, dict) or "input_cost_per_token" not in entry or "output_cost_per_token" not in entry:
-        return None  # "sample_spec" and image/audio-only entries have no token prices
+        return None  # image/audio-only entries have no token prices
     values: dict[str, Decimal] = {}
     for field, ours in _FIELDS.items():
         value = entry.get(field)
