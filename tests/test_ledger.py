@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -284,3 +285,31 @@ async def test_redis_stopped_partway_and_a_restart_lose_nothing_and_count_nothin
         else:
             await first.stop()
         await stop_redis(redis)
+
+
+async def test_sigterm_flushes_every_answered_request_to_the_ledger(spawn_gateway, tmp_path):
+    # A long flush interval keeps the records in memory: only the shutdown flush can save them.
+    config = {
+        "providers": {"mock": {"kind": "mock"}},
+        "models": {"chat": {"targets": [{"provider": "mock", "model": "m", "price": {"input": 1, "output": 2, "version": "v"}}]}},
+        "ledger": {"sinks": [{"kind": "sqlite"}], "flush_interval": 60, "batch_size": 10_000},
+    }
+    gp = await spawn_gateway(config)
+    ids = [f"term-{i}" for i in range(40)]
+    async with aiohttp.ClientSession() as s:
+        for request_id in ids:
+            body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": request_id.endswith("7")}
+            async with s.post(gp.url + "/v1/chat/completions", json=body, headers={"x-request-id": request_id}) as r:
+                assert r.status == 200
+                await r.read()
+    gp.send_signal(signal.SIGTERM)
+    assert await gp.wait_exit() == 0
+    db = tmp_path / "usage.db"  # relative to the routes file the process was given
+
+    def stored() -> list[tuple[str, int]]:
+        with sqlite3.connect(db) as conn:
+            return list(conn.execute("SELECT request_id, cost_micro_usd FROM usage ORDER BY request_id"))
+
+    rows = await asyncio.to_thread(stored)
+    assert [r[0] for r in rows] == sorted(ids)
+    assert all(cost == 25 for _, cost in rows)  # 1 prompt token at 1 + 12 completion tokens at 2
