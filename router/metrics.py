@@ -2,7 +2,7 @@
 
 Counted from each finished request's ``RequestRecord`` (a record listener:
 in-memory increments only, no I/O), plus collectors read at scrape time:
-per-target health (from the routing state when the gateway has one) and the
+per-target health (from the routing engine's state when the gateway has one) and the
 ledger's buffer, journals and writes.
 
 Label values come only from the route table (alias, provider, model), the
@@ -17,9 +17,10 @@ scrape time, so the counter agrees with the ledger to the micro-dollar.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -29,31 +30,18 @@ from prometheus_client.registry import Collector
 
 from router.accounting.record import RequestRecord
 from router.accounting.usage import UsageRow, row_from_record
-from router.config import RouteTable
+from router.config import RouteTable, Target
 
 if TYPE_CHECKING:
     from router.accounting.ledger import Ledger
     from router.gateway import Gateway
 
+log = logging.getLogger("router.metrics")
+
 PREFIX = "llm_router"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OTHER = "other"
-CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
-
-
-@dataclass(frozen=True, slots=True)
-class TargetHealth:
-    """What the routing state knows about one target, read at scrape time."""
-
-    target: str  # "provider/model", as Target.key
-    circuit: str = "closed"  # closed | half_open | open
-    cooldown_seconds: float = 0.0
-    remaining_requests: float | None = None
-    remaining_tokens: float | None = None
-
-
-class TargetHealthSource(Protocol):
-    def target_health(self) -> Iterable[TargetHealth]: ...
+CIRCUIT_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
 class BoundedLabel:
@@ -171,31 +159,48 @@ class _ScrapeTimeCollector(Collector):
         yield up
 
 
+def _target_states(gateway: Any, targets: list[Target]) -> dict[str, Any]:
+    """The routing state's last known view of each target, without waiting; empty when there is none.
+
+    Read by duck type (``gateway.routing.store.snapshot(claims)`` giving
+    objects with ``circuit``, ``cooldown_until``, ``open_until``,
+    ``remaining_requests``, ``remaining_tokens``), so metrics work with or
+    without the routing engine and never make it a dependency.
+    """
+    routing = getattr(gateway, "routing", None)
+    if routing is None:
+        return {}
+    try:
+        return dict(routing.store.snapshot([routing.claim(t, 0) for t in targets]))
+    except Exception:  # a scrape must never fail because the routing state changed shape
+        log.exception("reading target state for /metrics failed")
+        return {}
+
+
 def _target_health(table: RouteTable, gateway: Any) -> Iterator[Metric]:
     """Per-target circuit state, cooldown and remaining quota; closed and unlimited without a routing state."""
-    source: TargetHealthSource | None = getattr(gateway, "health_source", None)
-    known: dict[str, TargetHealth] = {}
-    if source is not None:
-        for health in source.target_health():
-            known[health.target] = health
-    circuit = GaugeMetricFamily(f"{PREFIX}_target_circuit_state", "Circuit breaker per target: 0 closed, 1 half-open, 2 open", labels=["target", "provider"])
-    cooldown = GaugeMetricFamily(f"{PREFIX}_target_cooldown_seconds", "Seconds until a cooled-down target is tried again", labels=["target", "provider"])
-    remaining_requests = GaugeMetricFamily(f"{PREFIX}_target_remaining_requests", "Requests left in the target's current rate window", labels=["target", "provider"])
-    remaining_tokens = GaugeMetricFamily(f"{PREFIX}_target_remaining_tokens", "Tokens left in the target's current rate window", labels=["target", "provider"])
-    seen: set[str] = set()
+    targets: dict[str, Target] = {}
     for alias in (*table.aliases.values(), *table.wildcards):
         for target in alias.targets:
-            if target.key in seen:
-                continue
-            seen.add(target.key)
-            health = known.get(target.key, TargetHealth(target.key))
-            labels = [target.key, target.provider.name]
-            circuit.add_metric(labels, CIRCUIT_STATES.get(health.circuit, 2))
-            cooldown.add_metric(labels, health.cooldown_seconds)
-            if health.remaining_requests is not None:
-                remaining_requests.add_metric(labels, health.remaining_requests)
-            if health.remaining_tokens is not None:
-                remaining_tokens.add_metric(labels, health.remaining_tokens)
+            targets.setdefault(target.key, target)
+    states = _target_states(gateway, list(targets.values()))
+    now = time.time()
+    circuit = GaugeMetricFamily(f"{PREFIX}_target_circuit_state", "Circuit breaker per target: 0 closed, 1 half-open, 2 open", labels=["target", "provider"])
+    cooldown = GaugeMetricFamily(f"{PREFIX}_target_cooldown_seconds", "Seconds until a cooled-down or open target is tried again", labels=["target", "provider"])
+    remaining_requests = GaugeMetricFamily(f"{PREFIX}_target_remaining_requests", "Requests left in the target's rate window, as its provider last reported", labels=["target", "provider"])
+    remaining_tokens = GaugeMetricFamily(f"{PREFIX}_target_remaining_tokens", "Tokens left in the target's rate window, as its provider last reported", labels=["target", "provider"])
+    for key, target in targets.items():
+        state = states.get(key)
+        labels = [key, target.provider.name]
+        circuit.add_metric(labels, CIRCUIT_STATES.get(str(getattr(state, "circuit", "closed")), 2))
+        until = max(float(getattr(state, "cooldown_until", 0.0) or 0.0), float(getattr(state, "open_until", 0.0) or 0.0))
+        cooldown.add_metric(labels, max(0.0, until - now))
+        requests_left = getattr(state, "remaining_requests", None)
+        if requests_left is not None:
+            remaining_requests.add_metric(labels, float(requests_left))
+        tokens_left = getattr(state, "remaining_tokens", None)
+        if tokens_left is not None:
+            remaining_tokens.add_metric(labels, float(tokens_left))
     yield from (circuit, cooldown, remaining_requests, remaining_tokens)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ from router.accounting.price_file import load_litellm_prices
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
 from router.accounting.usage import row_from_record
 from router.config import ConfigError, Price
-from tests.conftest import PROJECT_ROOT, table_from
+from tests.conftest import PROJECT_ROOT, table_from, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "dashboards" / "llm-router.json"
@@ -177,3 +178,33 @@ def test_time_windows_read_spans_dates_and_unix_seconds():
     assert parse_time("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
     assert parse_time("2026-11-01T12:00:00Z", now) == parse_time("2026-11-01", now) + 43200
     assert parse_time("1790000000", now) == 1790000000.0
+
+
+async def test_rows_survive_a_sink_and_a_journal_that_both_fail(tmp_path):
+    from router.accounting.ledger import Ledger
+    from router.accounting.sinks.sqlite import SqliteSink
+    from router.config import LedgerSettings, SinkSettings
+
+    # Regular files where directories should be: neither the database nor the journal can be created.
+    (tmp_path / "db").write_text("in the way")
+    (tmp_path / "journal").write_text("in the way")
+    sink = SinkSettings(kind="sqlite", name="sqlite", path=str(tmp_path / "db" / "usage.db"), timeout=0.05)
+    ledger = Ledger(LedgerSettings(sinks=(sink,), journal_dir=str(tmp_path / "journal"), flush_interval=0.01, retry_interval=0.02))
+    await ledger.start()
+    try:
+        for i in range(30):
+            record = RequestRecord(f"held-{i}", "chat", False, ["chat"])
+            record.attempts = [AttemptRecord("p/m", "chat", "ok", price=Price(input=Decimal(1), output=Decimal(1)), usage=Usage(prompt_tokens=i, completion_tokens=1))]
+            record.finish(200)
+            ledger.record(record)
+        await ledger.flush()
+        assert len(ledger.sinks[0].held) == 30 and not ledger.sinks[0].up
+        (tmp_path / "db").unlink()  # the disk is fixed
+        await wait_for(lambda: not ledger.pending_in_journals, timeout=5)
+        stored = ledger.query_sink()
+        assert isinstance(stored, SqliteSink)
+        rows = await stored.rows(0, time.time() + 60)
+        assert sorted(r.request_id for r in rows) == sorted(f"held-{i}" for i in range(30))
+        assert sum(r.cost_micro_usd for r in rows) == sum(i + 1 for i in range(30))
+    finally:
+        await ledger.close()

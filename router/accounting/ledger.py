@@ -83,6 +83,11 @@ class SinkState:
         self.up = True
         self.written = 0  # rows newly stored by this process
         self.next_retry = 0.0
+        self.held: list[UsageRow] = []  # rows neither the sink nor the journal would take
+
+    @property
+    def backlog(self) -> bool:
+        return bool(self.journal.size or self.held)
 
 
 class Ledger:
@@ -148,7 +153,7 @@ class Ledger:
 
     @property
     def pending_in_journals(self) -> bool:
-        return any(s.journal.size for s in self.sinks)
+        return any(s.backlog for s in self.sinks)
 
     def query_sink(self) -> Sink | None:
         return next((s.sink for s in self.sinks if s.sink.queryable), None)
@@ -187,26 +192,32 @@ class Ledger:
         await self._retry_journals(final=True)
 
     def _wait_time(self) -> float:
-        if any(s.journal.size for s in self.sinks):
-            return self.settings.retry_interval
-        return 3600.0
+        return self.settings.retry_interval if self.pending_in_journals else 3600.0
 
     async def _deliver(self, batch: list[UsageRow]) -> None:
         for state in self.sinks:
-            if state.journal.size:
-                # Keep order simple: while a journal has rows, new ones join it, and replay drains both.
-                await self._files_call(state.journal.append, batch)
+            if state.backlog:
+                # While a sink has a backlog, new rows join it; the replay drains both, in order.
+                await self._journal(state, batch)
                 continue
             try:
                 state.written += await state.sink.write(batch)
                 state.up = True
             except SinkUnavailable as exc:
                 self._sink_down(state, exc)
-                await self._files_call(state.journal.append, batch)
-            except Exception:
+                await self._journal(state, batch)
+            except Exception as exc:
                 log.exception("ledger sink %s failed unexpectedly; journaling the batch", state.sink.name)
-                state.up = False
-                await self._files_call(state.journal.append, batch)
+                self._sink_down(state, exc)
+                await self._journal(state, batch)
+
+    async def _journal(self, state: SinkState, rows: list[UsageRow]) -> None:
+        try:
+            await self._files_call(state.journal.append, rows)
+        except OSError as exc:
+            # Disk trouble too: keep the rows in memory rather than lose them, and say so loudly.
+            log.error("ledger journal %s cannot be written (%s); holding %d records in memory", state.journal.path, exc, len(rows))
+            state.held.extend(rows)
 
     def _sink_down(self, state: SinkState, exc: Exception) -> None:
         if state.up:
@@ -217,27 +228,42 @@ class Ledger:
     async def _retry_journals(self, final: bool = False) -> None:
         now = time.monotonic()
         for state in self.sinks:
-            if not state.journal.size or (not final and now < state.next_retry):
+            if not state.backlog or (not final and now < state.next_retry):
                 continue
             await self._replay(state)
+            if final and state.held:
+                log.error("ledger: %d records for sink %s could be neither written nor journaled and are lost", len(state.held), state.sink.name)
 
     async def _replay(self, state: SinkState) -> None:
-        rows: list[UsageRow] = await self._files_call(state.journal.read)
         size = self.settings.batch_size
+        try:
+            while state.held:
+                state.written += await state.sink.write(state.held[:size])
+                del state.held[:size]
+            rows: list[UsageRow] = await self._files_call(state.journal.read)
+        except SinkUnavailable as exc:
+            self._sink_down(state, exc)
+            return
+        except Exception as exc:
+            log.exception("ledger sink %s: replay failed", state.sink.name)
+            self._sink_down(state, exc)
+            return
         done = 0
         try:
             while done < len(rows):
                 state.written += await state.sink.write(rows[done:done + size])
                 done += size
-        except SinkUnavailable as exc:
+        except Exception as exc:
+            if not isinstance(exc, SinkUnavailable):
+                log.exception("ledger sink %s failed unexpectedly during replay", state.sink.name)
             self._sink_down(state, exc)
-        except Exception:
-            log.exception("ledger sink %s failed unexpectedly during replay", state.sink.name)
-            state.up = False
-            state.next_retry = time.monotonic() + self.settings.retry_interval
         else:
             if not state.up:
                 log.warning("ledger sink %s is back; replayed %d journaled records", state.sink.name, len(rows))
             state.up = True
         if done:
-            await self._files_call(state.journal.replace, rows[done:])
+            try:
+                await self._files_call(state.journal.replace, rows[done:])
+            except OSError as exc:
+                # The rows stay in the journal and will be replayed again: harmless, writes are idempotent.
+                log.error("ledger journal %s cannot be rewritten: %s", state.journal.path, exc)

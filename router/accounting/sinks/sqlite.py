@@ -70,7 +70,7 @@ class SqliteSink:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
