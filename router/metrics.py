@@ -82,6 +82,7 @@ class Metrics:
         self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "Request start to the first byte of the answer", ["alias", "provider"], buckets=LATENCY_BUCKETS, registry=r)
         self.overhead = Histogram(f"{PREFIX}_gateway_overhead_seconds", "Request time not spent waiting on an upstream", ["alias"], buckets=LATENCY_BUCKETS, registry=r)
         self.cost_micro: dict[tuple[str, str, str, str], int] = {}
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         r.register(_ScrapeTimeCollector(self))
 
     def observe(self, record: RequestRecord, row: UsageRow | None = None) -> None:
@@ -95,30 +96,39 @@ class Metrics:
         provider = row.provider if row.provider and row.provider in table.providers else ""
         model = self._model(alias_obj, row.model)
         team = self.team_label(row.team)  # the key table's team, or the configured metadata key
-        self.requests.labels(alias, provider, model, str(row.status)).inc()
+        self._child(self.requests, alias, provider, model, str(row.status)).inc()
         for kind, value in (("prompt", row.prompt_tokens), ("cached", row.cached_tokens), ("cache_write", row.cache_write_tokens), ("completion", row.completion_tokens), ("reasoning", row.reasoning_tokens)):
             if value:
-                self.tokens.labels(alias, provider, model, kind).inc(value)
+                self._child(self.tokens, alias, provider, model, kind).inc(value)
         if row.cost_micro_usd:
             key = (alias, provider, model, team)
             self.cost_micro[key] = self.cost_micro.get(key, 0) + row.cost_micro_usd
         if row.usage_estimated:
-            self.estimated.labels(alias, provider, model).inc()
+            self._child(self.estimated, alias, provider, model).inc()
         if row.retries:
-            self.retries.labels(alias).inc(row.retries)
+            self._child(self.retries, alias).inc(row.retries)
         if row.failovers:
-            self.failovers.labels(alias).inc(row.failovers)
+            self._child(self.failovers, alias).inc(row.failovers)
         for attempt in record.attempts:
             if attempt.outcome.startswith("skipped") or attempt.outcome == "started":
                 continue
             a_provider, _, a_model = attempt.target.partition("/")
-            self.attempts.labels(a_provider if a_provider in table.providers else "", self._model(alias_obj, a_model), "ok" if attempt.outcome == "ok" else "error").inc()
-        self.latency.labels(alias).observe(row.latency_ms / 1000)
-        self.overhead.labels(alias).observe(row.overhead_ms / 1000)
+            self._child(self.attempts, a_provider if a_provider in table.providers else "", self._model(alias_obj, a_model), "ok" if attempt.outcome == "ok" else "error").inc()
+        self._child(self.latency, alias).observe(row.latency_ms / 1000)
+        self._child(self.overhead, alias).observe(row.overhead_ms / 1000)
         if row.upstream_ms is not None:
-            self.upstream_latency.labels(alias, provider).observe(row.upstream_ms / 1000)
+            self._child(self.upstream_latency, alias, provider).observe(row.upstream_ms / 1000)
         if row.ttft_ms is not None:
-            self.ttft.labels(alias, provider).observe(row.ttft_ms / 1000)
+            self._child(self.ttft, alias, provider).observe(row.ttft_ms / 1000)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # prometheus_client's labels() takes a lock and validates on every call; the
+        # label sets are bounded, so the children are looked up once and kept.
+        key = (metric._name, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _model(self, alias: Any, model: str | None) -> str:
         """A model named in the route table as is; a wildcard's caller-chosen model, bounded."""

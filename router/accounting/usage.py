@@ -9,6 +9,7 @@ for the sinks that aggregate in Python and, as SQL, for the SQLite sink.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -71,8 +72,13 @@ class UsageRow:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+@functools.lru_cache(maxsize=8)
+def _day_name(day_number: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day_number * 86400))
+
+
 def utc_day(ts: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    return _day_name(int(ts // 86400))
 
 
 def row_from_record(record: RequestRecord, team_from_metadata: str | None = None) -> UsageRow:
