@@ -151,7 +151,9 @@ class SinkSettings:
     url: str = ""  # redis
     prefix: str = "llmr"  # redis keys: <prefix>:usage:...
     maxlen: int = 1_000_000  # redis: the stream is trimmed to about this many records
-    max_age_days: int = 400  # redis: records, roll-ups and dedupe keys older than this go
+    max_age_days: int = 35  # redis: stream records older than this are trimmed
+    rollup_days: int = 400  # redis: per-day roll-up hashes live this long
+    dedupe_days: int = 7  # redis: a replay within this many days of the first write never counts twice
     timeout: float = 1.0  # seconds a write may wait (sqlite busy timeout, redis socket timeout)
 
 
@@ -323,7 +325,7 @@ def _resolve(path: str, source: str) -> str:
 
 
 _LEDGER_FIELDS = ("sinks", "journal_dir", "batch_size", "flush_interval", "retry_interval", "team_from_metadata", "max_label_values", "prices_file")
-_SINK_FIELDS = ("kind", "name", "path", "url", "prefix", "maxlen", "max_age_days", "timeout")
+_SINK_FIELDS = ("kind", "name", "path", "url", "prefix", "maxlen", "max_age_days", "rollup_days", "dedupe_days", "timeout")
 
 
 def _ledger(r: _Reader, raw: Any, source: str, present: bool) -> tuple[LedgerSettings | None, dict[str, Price]]:
@@ -357,7 +359,9 @@ def _ledger(r: _Reader, raw: Any, source: str, present: bool) -> tuple[LedgerSet
                 url=url,
                 prefix=r.string(d.get("prefix"), f"{path}.prefix", default="llmr") or "llmr",
                 maxlen=r.integer(d.get("maxlen"), f"{path}.maxlen", 1_000_000, minimum=1) or 1_000_000,
-                max_age_days=r.integer(d.get("max_age_days"), f"{path}.max_age_days", 400, minimum=1) or 400,
+                max_age_days=r.integer(d.get("max_age_days"), f"{path}.max_age_days", 35, minimum=1) or 35,
+                rollup_days=r.integer(d.get("rollup_days"), f"{path}.rollup_days", 400, minimum=1) or 400,
+                dedupe_days=r.integer(d.get("dedupe_days"), f"{path}.dedupe_days", 7, minimum=1) or 7,
                 timeout=r.number(d.get("timeout"), f"{path}.timeout", 1.0, minimum=0.001),
             )
         )

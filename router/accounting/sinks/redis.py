@@ -3,8 +3,11 @@
 Keys, under ``<prefix>:usage:``:
 
     stream                  XADD of each row as JSON, trimmed to ``maxlen`` and ``max_age_days``
-    day:<YYYY-MM-DD>        hash of counters "<field>|<team>|<alias>|<provider>|<model>" -> sum
-    seen:<request id>       set once per request; a replay finds it and adds nothing
+    day:<YYYY-MM-DD>        hash of counters "<field>|<team>|<alias>|<provider>|<model>" -> sum,
+                            kept ``rollup_days``
+    seen:<request id>       set once per request, kept ``dedupe_days``; a replay finds it and
+                            adds nothing (journals are replayed within seconds of the sink's
+                            return, so a week is ample and keeps Redis memory bounded)
 
 One Lua script per row makes "seen? then append and count" atomic, so a
 replayed batch never counts twice; a batch is one pipelined round trip.
@@ -29,7 +32,7 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   for i = 5, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
   end
-  redis.call('EXPIRE', KEYS[3], ARGV[1])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
   return 1
 end
 return 0
@@ -62,17 +65,18 @@ class RedisSink:
     async def write(self, rows: list[UsageRow]) -> int:
         from redis.exceptions import RedisError
 
-        ttl = self.settings.max_age_days * 86400
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                results = await self._queue_rows(pipe, rows, ttl)
+                results = await self._queue_rows(pipe, rows)
             # Age cap: drop stream entries older than max_age_days (IDs are arrival times in ms).
-            await self._client.xtrim(self.stream_key, minid=int((time.time() - ttl) * 1000), approximate=True)
+            max_age = self.settings.max_age_days * 86400
+            await self._client.xtrim(self.stream_key, minid=int((time.time() - max_age) * 1000), approximate=True)
         except (RedisError, OSError) as exc:
             raise SinkUnavailable(f"redis sink {self.name}: {exc}") from exc
         return sum(int(r) for r in results)
 
-    async def _queue_rows(self, pipe: Any, rows: list[UsageRow], ttl: int) -> list[Any]:
+    async def _queue_rows(self, pipe: Any, rows: list[UsageRow]) -> list[Any]:
+        dedupe_ttl, rollup_ttl = self.settings.dedupe_days * 86400, self.settings.rollup_days * 86400
         for row in rows:
             group = rollup_key(row)
             counters: list[Any] = []
@@ -82,7 +86,7 @@ class RedisSink:
                     counters += [f"{name}|{group}", value]
             await self._script(
                 keys=[self.base + "seen:" + row.request_id, self.stream_key, self.base + "day:" + row.day],
-                args=[ttl, self.settings.maxlen, orjson.dumps(row.to_dict()), 0, *counters],
+                args=[dedupe_ttl, self.settings.maxlen, orjson.dumps(row.to_dict()), rollup_ttl, *counters],
                 client=pipe,
             )
         return list(await pipe.execute())
