@@ -208,3 +208,27 @@ async def test_rows_survive_a_sink_and_a_journal_that_both_fail(tmp_path):
         assert sum(r.cost_micro_usd for r in rows) == sum(i + 1 for i in range(30))
     finally:
         await ledger.close()
+
+
+async def test_a_record_after_close_is_journaled_and_replayed_by_the_next_start(tmp_path):
+    from router.accounting.ledger import Ledger
+    from router.accounting.sinks.sqlite import SqliteSink
+    from router.config import LedgerSettings, SinkSettings
+
+    settings = LedgerSettings(sinks=(SinkSettings(kind="sqlite", name="sqlite", path=str(tmp_path / "usage.db")),), journal_dir=str(tmp_path / "journal"))
+    ledger = Ledger(settings)
+    await ledger.start()
+    await ledger.close()
+    record = RequestRecord("late-1", "chat", True, ["chat"])
+    record.finish(499, "ClientDisconnected")
+    ledger.record(record)  # a handler cancelled at shutdown, after the ledger closed
+    assert (tmp_path / "journal" / "sqlite.jsonl").exists()
+    again = Ledger(settings)
+    await again.start()
+    try:
+        await wait_for(lambda: not again.pending_in_journals, timeout=5)
+        sink = again.query_sink()
+        assert isinstance(sink, SqliteSink)
+        assert [r.request_id for r in await sink.rows(0, time.time() + 60)] == ["late-1"]
+    finally:
+        await again.close()

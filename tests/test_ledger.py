@@ -123,6 +123,7 @@ async def test_mix_is_priced_exactly_once_and_every_view_agrees(make_upstream, t
             assert body["data"] == aggregate(rows, [key]), key
             assert sum(g["cost_micro_usd"] for g in body["data"]) == total
             assert sum(g["requests"] for g in body["data"]) == len(expected)
+            assert (body["total"]["requests"], body["total"]["cost_micro_usd"]) == (len(expected), total)
         both = await get_json(f"{server.url}/v1/usage?from=1d&group_by=team,alias,model")
         assert team_model_totals(both["data"]) == totals_by_team_model(expected)
 

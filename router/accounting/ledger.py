@@ -104,6 +104,7 @@ class Ledger:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed = False
         # One thread for journal files: appends and rewrites stay in order.
         self._files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-journal")
 
@@ -116,6 +117,9 @@ class Ledger:
         return row
 
     def append(self, row: UsageRow) -> None:
+        if self._closed:
+            self._late(row)
+            return
         self.buffer.append(row)
         self.accepted += 1
         self._idle.clear()
@@ -141,6 +145,18 @@ class Ledger:
         for state in self.sinks:
             await state.sink.close()
         self._files.shutdown(wait=True)
+        self._closed = True
+
+    def _late(self, row: UsageRow) -> None:
+        """A request that ended after close(): straight to the journals (the next start replays them).
+
+        Blocking file I/O, but only during shutdown, never on a serving request's path.
+        """
+        for state in self.sinks:
+            try:
+                state.journal.append([row])
+            except OSError as exc:
+                log.error("ledger closed and journal %s unwritable (%s): record %s is lost", state.journal.path, exc, row.request_id)
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Wait until every record accepted so far is in a sink or a journal."""

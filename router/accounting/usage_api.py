@@ -6,7 +6,8 @@
 unix seconds, or a span back from now (``7d``, ``24h``, ``30m``); ``to`` is
 exclusive and defaults to now, ``from`` to 30 days back.  Each result row
 carries its group keys, ``requests``, every token count, ``cost_micro_usd``
-(exact integer) and ``cost_usd`` (the same, as a decimal string).
+(exact integer) and ``cost_usd`` (the same, as a decimal string); ``total``
+sums them all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from router.accounting.sinks import SinkUnavailable
-from router.accounting.usage import SUM_FIELDS, BadQuery, check_group_by
+from router.accounting.usage import SUM_FIELDS, BadQuery, check_group_by, format_usd
 from router.errors import InvalidRequest, LedgerNotConfigured, LedgerUnavailable
 
 _SPAN = re.compile(r"^(\d+)([smhdw])$")
@@ -95,5 +96,7 @@ async def usage_endpoint(request: web.Request) -> web.Response:
         raise LedgerUnavailable(f"the usage store did not answer ({type(exc).__name__}); try again shortly") from exc
     if q.get("format") == "csv":
         return web.Response(text=to_csv(rows, group_by), content_type="text/csv")
-    body = {"object": "usage", "from": start, "to": end, "group_by": group_by, "data": rows}
+    total = {name: sum(int(r[name]) for r in rows) for name in ("requests", *SUM_FIELDS)}
+    total["cost_usd"] = format_usd(total["cost_micro_usd"])  # type: ignore[assignment]
+    body = {"object": "usage", "from": start, "to": end, "group_by": group_by, "data": rows, "total": total}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
