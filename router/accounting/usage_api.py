@@ -96,7 +96,7 @@ async def usage_endpoint(request: web.Request) -> web.Response:
         raise LedgerUnavailable(f"the usage store did not answer ({type(exc).__name__}); try again shortly") from exc
     if q.get("format") == "csv":
         return web.Response(text=to_csv(rows, group_by), content_type="text/csv")
-    total = {name: sum(int(r[name]) for r in rows) for name in ("requests", *SUM_FIELDS)}
-    total["cost_usd"] = format_usd(total["cost_micro_usd"])  # type: ignore[assignment]
+    total: dict[str, Any] = {name: sum(int(r[name]) for r in rows) for name in ("requests", *SUM_FIELDS)}
+    total["cost_usd"] = format_usd(total["cost_micro_usd"])
     body = {"object": "usage", "from": start, "to": end, "group_by": group_by, "data": rows, "total": total}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
