@@ -7,7 +7,8 @@ Where a request goes, by file:
     pipeline.py         fallback -> retries -> one attempt -> stream relay
     retry.py            backoff, Retry-After, deadline
     transport.py        all upstream I/O
-    accounting/         usage records, prices, the ledger
+    accounting/         usage records, prices, the ledger and its sinks, /v1/usage
+    metrics.py          Prometheus /metrics
     ../providers/       one adapter per upstream API, pure translation
 
 Running it:

@@ -14,11 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from router.accounting.usage_api import usage_endpoint
+from router.accounting.wiring import install_accounting
 from router.auth.admin import add_admin_routes
 from router.auth.middleware import PRINCIPAL, add_ratelimit_headers, auth_middleware
 from router.config import RouteTable
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
+from router.metrics import metrics_endpoint
 from router.operations import Operation
 from router.pipeline import handle_completion
 from router.reload import admin_reload
@@ -104,6 +107,7 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     # aiohttp's outer bound, so a reload that raises the limit still works.
     app = web.Application(middlewares=[request_id_middleware, error_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024))
     app[GATEWAY] = gateway
+    install_accounting(gateway)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
@@ -119,4 +123,6 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/admin/reload", admin_reload)
     add_admin_routes(app)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/v1/usage", usage_endpoint)
     return app

@@ -3,6 +3,7 @@
     llm-router serve --config routes.yaml [--host H] [--port P] [--watch]
     llm-router check routes.yaml
     llm-router keys ... | teams ...     the admin API (router/auth/cli.py)
+    llm-router usage --since 7d --by team,model [--config routes.yaml] [--format table|csv|json]
 
 Signals while serving: SIGHUP reloads routes.yaml (router/reload.py); SIGTERM
 or SIGINT drains and exits 0 (router/server.py).  Every flag has an
@@ -105,6 +106,17 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def usage(args: argparse.Namespace) -> int:
+    from router.accounting.usage_cli import print_usage
+
+    try:
+        table = load_table(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return asyncio.run(print_usage(table, args.since, args.until, args.by, args.format))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llm-router", description="An OpenAI-compatible LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("config", help="path to routes.yaml")
     p_check.set_defaults(func=check)
     add_auth_commands(sub)
+    p_usage = sub.add_parser("usage", help="spend and tokens from the ledger, grouped")
+    p_usage.add_argument("--config", default="routes.yaml", help="route table naming the ledger (default: routes.yaml)")
+    p_usage.add_argument("--since", default="30d", help="start: 7d, 24h, 2026-11-01, unix seconds (default: 30d)")
+    p_usage.add_argument("--until", default=None, help="end, exclusive (default: now)")
+    p_usage.add_argument("--by", default="", help="group keys: team,model,provider,alias,day,user,key_id,status,tag:<key>")
+    p_usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p_usage.set_defaults(func=usage)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

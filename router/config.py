@@ -6,6 +6,7 @@
     models:      alias -> targets (provider + upstream model + routing facts),
                  fallbacks, strategy, retry policy, operations it serves
     auth:        virtual keys, teams, budgets (schema in router/auth/settings.py)
+    ledger:      where usage records go (sinks, journal), price file, attribution
 
 Every mistake is collected, not only the first, and each names the file and
 the path inside it (``models.chat.targets[1].provider``) with what to do.  A
@@ -160,6 +161,37 @@ class StateSettings:
     timeout: float = 0.05  # seconds; Redis trouble must never stall a request
 
 
+SINK_KINDS = ("sqlite", "redis", "jsonl")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    """One place usage records are written.  ``name`` keys its journal file and metrics."""
+
+    kind: str
+    name: str
+    path: str = ""  # sqlite, jsonl
+    url: str = ""  # redis
+    prefix: str = "llmr"  # redis keys: <prefix>:usage:...
+    maxlen: int = 1_000_000  # redis: the stream is trimmed to about this many records
+    max_age_days: int = 35  # redis: stream records older than this are trimmed
+    rollup_days: int = 400  # redis: per-day roll-up hashes live this long
+    dedupe_days: int = 7  # redis: a replay within this many days of the first write never counts twice
+    timeout: float = 1.0  # seconds a write may wait (sqlite busy timeout, redis socket timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    sinks: tuple[SinkSettings, ...]
+    journal_dir: str
+    batch_size: int = 500
+    flush_interval: float = 0.25  # seconds records may wait in the buffer
+    retry_interval: float = 1.0  # seconds between tries of a sink that is down
+    team_from_metadata: str | None = None  # metadata key naming the team when the client key has none
+    max_label_values: int = 200  # distinct values a metric label may take before "other"
+    prices_file: str | None = None
+
+
 @dataclass(frozen=True)
 class RouteTable:
     source: str
@@ -170,6 +202,7 @@ class RouteTable:
     state: StateSettings = field(default_factory=StateSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     auth: AuthSettings = field(default_factory=lambda: _default_auth())
+    ledger: LedgerSettings | None = None  # None: no ledger (metrics still count)
 
     def lookup(self, name: str) -> Alias | None:
         alias = self.aliases.get(name)
@@ -307,6 +340,86 @@ def _price(r: _Reader, raw: Any, path: str) -> Price | None:
     )
 
 
+def _file_price(prices: Mapping[str, Price] | None, model: str) -> Price | None:
+    if not prices:
+        return None
+    # LiteLLM keys models both bare ("gpt-4o") and with a host prefix ("openai/gpt-4o").
+    return prices.get(model) or prices.get(model.rsplit("/", 1)[-1])
+
+
+def _resolve(path: str, source: str) -> str:
+    """Relative paths in routes.yaml are relative to the file itself, not the working directory."""
+    if os.path.isabs(path):
+        return path
+    base = Path(source).parent if Path(source).is_file() else Path.cwd()
+    return str(base / path)
+
+
+_LEDGER_FIELDS = ("sinks", "journal_dir", "batch_size", "flush_interval", "retry_interval", "team_from_metadata", "max_label_values", "prices_file")
+_SINK_FIELDS = ("kind", "name", "path", "url", "prefix", "maxlen", "max_age_days", "rollup_days", "dedupe_days", "timeout")
+
+
+def _ledger(r: _Reader, raw: Any, source: str, present: bool) -> tuple[LedgerSettings | None, dict[str, Price]]:
+    if not present:
+        return None, {}
+    data = r.mapping(raw, "ledger", _LEDGER_FIELDS)
+    raw_sinks = data.get("sinks", [{"kind": "sqlite"}])
+    if not isinstance(raw_sinks, list) or not raw_sinks:
+        r.fail("ledger.sinks", "must be a non-empty list of sinks, e.g. [{kind: sqlite, path: usage.db}]")
+        raw_sinks = []
+    sinks: list[SinkSettings] = []
+    for i, raw_sink in enumerate(raw_sinks):
+        path = f"ledger.sinks[{i}]"
+        d = r.mapping(raw_sink, path, _SINK_FIELDS)
+        kind = r.string(d.get("kind"), f"{path}.kind", required=True) or ""
+        if kind and kind not in SINK_KINDS:
+            r.fail(f"{path}.kind", f"unknown sink kind {kind!r}; expected one of: {', '.join(SINK_KINDS)}")
+        name = r.string(d.get("name"), f"{path}.name", default=kind) or kind
+        if any(s.name == name for s in sinks):
+            r.fail(f"{path}.name", f"two sinks are named {name!r}; give each its own name (it names its journal file)")
+        default_path = {"sqlite": "usage.db", "jsonl": "usage.jsonl"}.get(kind, "")
+        sink_path = r.string(d.get("path"), f"{path}.path", default=default_path) or ""
+        url = r.string(d.get("url"), f"{path}.url", default="") or ""
+        if kind == "redis" and not url.startswith(("redis://", "rediss://", "unix://")):
+            r.fail(f"{path}.url", f"a redis sink needs a redis:// URL, got {url!r}")
+        sinks.append(
+            SinkSettings(
+                kind=kind,
+                name=name,
+                path=_resolve(sink_path, source) if sink_path else "",
+                url=url,
+                prefix=r.string(d.get("prefix"), f"{path}.prefix", default="llmr") or "llmr",
+                maxlen=r.integer(d.get("maxlen"), f"{path}.maxlen", 1_000_000, minimum=1) or 1_000_000,
+                max_age_days=r.integer(d.get("max_age_days"), f"{path}.max_age_days", 35, minimum=1) or 35,
+                rollup_days=r.integer(d.get("rollup_days"), f"{path}.rollup_days", 400, minimum=1) or 400,
+                dedupe_days=r.integer(d.get("dedupe_days"), f"{path}.dedupe_days", 7, minimum=1) or 7,
+                timeout=r.number(d.get("timeout"), f"{path}.timeout", 1.0, minimum=0.001),
+            )
+        )
+    prices: dict[str, Price] = {}
+    prices_file = r.string(data.get("prices_file"), "ledger.prices_file")
+    if prices_file:
+        from router.accounting.price_file import PriceFileError, load_litellm_prices
+
+        prices_file = _resolve(prices_file, source)
+        try:
+            prices = load_litellm_prices(prices_file)
+        except PriceFileError as exc:
+            r.fail("ledger.prices_file", str(exc))
+    team_key = r.string(data.get("team_from_metadata"), "ledger.team_from_metadata")
+    settings = LedgerSettings(
+        sinks=tuple(sinks),
+        journal_dir=_resolve(r.string(data.get("journal_dir"), "ledger.journal_dir", default="ledger-journal") or "ledger-journal", source),
+        batch_size=r.integer(data.get("batch_size"), "ledger.batch_size", 500, minimum=1) or 500,
+        flush_interval=r.number(data.get("flush_interval"), "ledger.flush_interval", 0.25, minimum=0.001),
+        retry_interval=r.number(data.get("retry_interval"), "ledger.retry_interval", 1.0, minimum=0.001),
+        team_from_metadata=team_key or None,
+        max_label_values=r.integer(data.get("max_label_values"), "ledger.max_label_values", 200, minimum=1) or 200,
+        prices_file=prices_file or None,
+    )
+    return settings, prices
+
+
 def _provider(r: _Reader, name: str, raw: Any) -> Provider | None:
     path = f"providers.{name}"
     data = r.mapping(raw, path, ("kind", "base_url", "api_key", "timeouts", "headers", "limits", "options"))
@@ -348,7 +461,7 @@ _TARGET_FIELDS = ("provider", "model", "weight", "priority", "price", "limits")
 _ALIAS_FIELDS = ("targets", "fallbacks", "strategy", "retry", "operations", "description")
 
 
-def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider]) -> Alias | None:
+def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider], file_prices: Mapping[str, Price] | None = None) -> Alias | None:
     path = f"models.{name}"
     data = r.mapping(raw, path, _ALIAS_FIELDS)
     wildcard = name.endswith("*")
@@ -388,7 +501,7 @@ def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider]) -
                 model=model,
                 weight=r.number(t.get("weight"), f"{tpath}.weight", 1.0),
                 priority=r.integer(t.get("priority"), f"{tpath}.priority", 0) or 0,
-                price=_price(r, t.get("price"), f"{tpath}.price"),
+                price=_price(r, t.get("price"), f"{tpath}.price") or _file_price(file_prices, model),
                 limits=_limits(r, t.get("limits"), f"{tpath}.limits"),
             )
         )
@@ -437,7 +550,7 @@ def _logging(r: _Reader, raw: Any) -> LoggingSettings:
 
 def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:
     r = _Reader(os.environ if env is None else env)
-    root = r.mapping(document, "", ("version", "server", "state", "logging", "auth", "providers", "models"))
+    root = r.mapping(document, "", ("version", "server", "state", "logging", "auth", "providers", "models", "ledger"))
     if document is None or not root:
         raise ConfigError(source, [("", "the file is empty; it needs at least 'providers' and 'models'")])
     version = root.get("version", 1)
@@ -473,12 +586,13 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         provider = _provider(r, str(name), raw)
         if provider is not None:
             providers[str(name)] = provider
+    ledger, file_prices = _ledger(r, root.get("ledger"), source, "ledger" in root)
     aliases: dict[str, Alias] = {}
     raw_models = r.mapping(root.get("models"), "models")
     if not raw_models:
         r.fail("models", "declare at least one model alias")
     for name, raw in raw_models.items():
-        alias = _alias(r, str(name), raw, providers)
+        alias = _alias(r, str(name), raw, providers, file_prices)
         if alias is not None:
             aliases[str(name)] = alias
     for alias in aliases.values():
@@ -492,7 +606,7 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         raise ConfigError(source, r.issues)
     exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}
     wildcards = tuple(sorted((a for a in aliases.values() if a.wildcard_prefix is not None), key=lambda a: -len(a.name)))
-    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state, logging=logging_settings, auth=auth)
+    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state, logging=logging_settings, auth=auth, ledger=ledger)
 
 
 def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteTable:

@@ -18,6 +18,8 @@
     │   │   └── UpstreamClientError   400/404/413/422: the caller's fault, returned as is
     │   └── UpstreamProtocolError     answer we could not read: retryable
     ├── TargetUnavailable             skipped before any I/O (circuit open, cooldown, over limit)
+    ├── LedgerNotConfigured           404 /v1/usage on a gateway with no queryable sink
+    ├── LedgerUnavailable             503 the usage sink did not answer a query
     └── AllCandidatesFailed           502/503/504 with one line per attempt
 
 Each class knows its HTTP status, its OpenAI error ``type`` and whether a retry
@@ -204,6 +206,17 @@ class TargetUnavailable(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LedgerNotConfigured(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "ledger_not_configured"
+
+
+class LedgerUnavailable(GatewayError):
+    status = 503
+    code = "ledger_unavailable"
 
 
 class AllCandidatesFailed(GatewayError):

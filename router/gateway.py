@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -20,6 +20,10 @@ from router.config import RouteTable
 from router.logs import RequestLog, log_event, remember_secrets
 from router.reload import Reloader
 from router.transport import Transport
+
+if TYPE_CHECKING:
+    from router.accounting.ledger import Ledger
+    from router.metrics import Metrics
 
 log = logging.getLogger("router")
 
@@ -33,9 +37,13 @@ class Gateway:
         self.auth = AuthService()  # keys, teams, budgets (router/auth)
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
         self.record_listeners: list[Callable[[RequestRecord], None]] = [RequestLog(self)]
-        # Awaited in order at shutdown, after requests in flight have finished and before
-        # Redis and the upstream sessions close (the ledger's flush goes here).
+        # startup_hooks run by start() in order; shutdown_hooks by stop() in reverse, after
+        # requests in flight have finished and before Redis and the upstream session close
+        # (the ledger's writer and flush, for one).
+        self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.metrics: Metrics | None = None
+        self.ledger: Ledger | None = None
         self.reloader = Reloader(self)
         remember_secrets(table.secrets())
 
@@ -61,13 +69,15 @@ class Gateway:
                 settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout, health_check_interval=5
             )
             self.auth.use_redis(self.redis, settings.prefix)
+        for hook in self.startup_hooks:
+            await hook()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         await self.auth.drain()  # settle every budget reservation before the store goes away
         await self.reloader.wait_idle()
-        for hook in self.shutdown_hooks:
+        for hook in reversed(self.shutdown_hooks):
             try:
                 await hook()
             except Exception:  # one failing hook must not keep the others (or the closes below) from running

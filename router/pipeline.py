@@ -23,7 +23,8 @@ from aiohttp import web
 
 from providers import ADAPTERS
 from providers.base import Adapter, ResponseContext, StreamTranslator
-from router.accounting.record import AttemptRecord, RequestRecord
+from router.accounting.estimate import answer_text, estimate_usage
+from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
 from router.auth.admission import Admission, admit
 from router.auth.admission import finish as finish_admission
 from router.errors import (
@@ -74,7 +75,7 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
         req = parse_request(op, raw, record.request_id)
         record.stream, record.requested_models = req.stream, req.models
         record.user = req.body.get("user") if isinstance(req.body.get("user"), str) else None
-        record.metadata = dict(req.metadata)
+        record.metadata, record.tags = request_metadata(req.metadata, request.headers)
         if table.logging.bodies:  # opt-in only (logging.bodies): prompts are the client's data
             record.extra["prompt"] = req.body.get("messages", req.body.get("prompt"))
         candidates, skipped = resolve_candidates(table, req)
@@ -183,7 +184,7 @@ async def one_attempt(
     native_stream = req.stream and req.op in adapter.capabilities.streams
     call = adapter.build_call(req.op, req.body, target.model, native_stream)
     ctx = ResponseContext(target.provider.name, target.model, req.request_id, int(time.time()), req.include_usage)
-    attempt = AttemptRecord(target.key, candidate.alias.name, "started")
+    attempt = AttemptRecord(target.key, candidate.alias.name, "started", price=target.price)
     record.attempts.append(attempt)
     started = time.monotonic()
     if record.upstream_started_mono is None:
@@ -231,6 +232,8 @@ async def one_attempt(
         _close_attempt(attempt, started, bad_answer)
         raise bad_answer from exc
     out, usage = adapter.translate_response(req.op, payload, ctx)
+    if usage is None:  # the provider reported none: charge an estimate, marked as one
+        usage = estimate_usage(req.body, completion_chars=len(answer_text(out)))
     _succeed(record, candidate, attempt, started, usage)
     headers = router_headers(req, record, candidate)
     if not req.stream:
@@ -291,6 +294,7 @@ async def relay_stream(
 ) -> web.StreamResponse:
     """Relay the stream as it arrives.  The client's first byte commits us to this target."""
     _succeed(record, candidate, attempt, started, None)
+    relayed = 0  # chunks the client was sent: the estimate when the stream ends without usage
     response = web.StreamResponse(headers={**router_headers(req, record, candidate), **SSE_HEADERS})
     try:
         await response.prepare(request)
@@ -301,6 +305,7 @@ async def relay_stream(
                 break
             chunk = translator.translate(data)
             if chunk is not None:
+                relayed += 1
                 await response.write(encode(chunk))
             data = await anext(events, None)
         for chunk in translator.finish():
@@ -317,7 +322,8 @@ async def relay_stream(
         raise
     finally:
         upstream.close()
-        record.usage = attempt.usage = translator.usage
+        # Cut streams and providers that report no usage are still charged, by estimate.
+        record.usage = attempt.usage = translator.usage or estimate_usage(req.body, chunks=relayed)
     await _write_quietly(response, None)
     return response
 

@@ -22,6 +22,9 @@ from router.server import RunningServer, start_server
 from tests.fakes.upstream import FakeUpstream
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Every gateway a test starts has an admin API; tests that need it disabled delete the variable.
+TEST_ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+ADMIN_HEADERS = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -52,6 +55,12 @@ def table_from(config: dict[str, Any], env: dict[str, str] | None = None) -> Rou
 def provider_entry(upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:
     kind = {"forii": "openai"}.get(upstream.kind, upstream.kind)
     return {"kind": kind, "base_url": upstream.base_url, "api_key": upstream.api_key, **extra}
+
+
+@pytest.fixture(autouse=True)
+def admin_token_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ROUTER_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+    return TEST_ADMIN_TOKEN
 
 
 @pytest.fixture

@@ -70,7 +70,8 @@ async def test_a_stream_that_outlives_the_grace_is_cut_and_the_process_still_exi
     assert [line["request_id"] for line in events(gp, "request")] == ["stuck"]
 
 
-async def test_shutdown_hooks_run_in_order_before_the_upstream_session_closes():
+async def test_shutdown_hooks_run_in_reverse_order_before_the_upstream_session_closes():
+    # Reverse of registration, like a stack: what started last stops first.
     gateway = Gateway(table_from({"providers": {"m": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}}))
     seen: list[str] = []
 
@@ -83,7 +84,7 @@ async def test_shutdown_hooks_run_in_order_before_the_upstream_session_closes():
     async def last() -> None:
         seen.append("last")
 
-    gateway.shutdown_hooks.extend([flush, failing, last])
+    gateway.shutdown_hooks.extend([last, failing, flush])
     await gateway.start()
     await gateway.stop()
     assert seen == ["flush, session open: True", "last"]

@@ -211,15 +211,17 @@ def actual_cost(record: RequestRecord, prices: dict[str, Any], reserved: int) ->
     """What the request really cost: every attempt that consumed tokens, at its target's price.
 
     An attempt that answered but whose usage we never learned (a stream cut
-    short, a provider that reports none) is charged the whole reservation:
-    unknown spend must not free budget.
+    short, a provider that reports none: the usage is then the ledger's
+    estimate) is charged the whole reservation: unknown spend must not free budget.
     """
     total = Decimal(0)
     for attempt in record.attempts:
+        answered = attempt.outcome == "ok" or attempt.outcome.endswith("mid-stream")
+        if answered and (attempt.usage is None or attempt.usage.estimated):
+            # The ledger records an estimate for finance; a budget must not trust one.
+            return reserved
         if attempt.usage is not None:
             total += cost_micro_usd(attempt.usage, prices.get(attempt.target))
-        elif attempt.outcome == "ok" or attempt.outcome.endswith("mid-stream"):
-            return reserved
     return to_micro(total)
 
 

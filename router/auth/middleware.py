@@ -38,7 +38,8 @@ ADMIN_DISABLED = "the admin API is disabled: start the gateway with ROUTER_ADMIN
 
 
 def is_admin_path(path: str) -> bool:
-    return path == "/admin" or path.startswith("/admin/")
+    # /v1/usage reports every team's spend, so it is the admin's, not a client key's.
+    return path == "/admin" or path.startswith("/admin/") or path == "/v1/usage"
 
 
 async def _refuse(request: web.Request, message: str) -> NoReturn:
