@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 
 import aiohttp
 
@@ -13,12 +14,15 @@ from tests.fakes.upstream import Behaviour
 from tests.ops_support import JSON_LOGS, chat, events, routes
 
 
-async def test_sigterm_drains_twenty_requests_in_flight(make_upstream, spawn_gateway):
+async def test_sigterm_drains_twenty_requests_in_flight(make_upstream, spawn_gateway, tmp_path):
     upstream = await make_upstream("openai")
     gate = asyncio.Event()
     upstream.default = Behaviour(gate=gate)  # every answer waits for the gate: all 20 are in flight at SIGTERM
     grace = 20.0
-    gp = await spawn_gateway(routes(upstream, "m", shutdown_grace=grace), env=JSON_LOGS)
+    db = tmp_path / "usage.db"
+    # A long flush interval: the records reach SQLite only through the shutdown flush.
+    ledger = {"sinks": [{"kind": "sqlite", "path": str(db)}], "journal_dir": str(tmp_path / "journal"), "flush_interval": 60}
+    gp = await spawn_gateway({**routes(upstream, "m", shutdown_grace=grace), "ledger": ledger}, env=JSON_LOGS)
     ids = [f"drain-{i:02d}" for i in range(20)]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         calls = [asyncio.create_task(chat(session, gp.url, stream=i % 2 == 0, request_id=rid)) for i, rid in enumerate(ids)]
@@ -41,8 +45,10 @@ async def test_sigterm_drains_twenty_requests_in_flight(make_upstream, spawn_gat
     assert gp.reader is not None
     await gp.reader
 
-    # Accounted: one request line each, with its usage.  When the ledger lands, assert its
-    # records for `ids` here as well (they are flushed by a shutdown hook before exit).
+    # Accounted: one ledger record and one request log line each, with its usage.
+    with sqlite3.connect(db) as conn:
+        rows = dict(conn.execute("SELECT request_id, completion_tokens FROM usage"))
+    assert sorted(rows) == ids and all(tokens > 0 for tokens in rows.values())
     accounted = {line["request_id"]: line for line in events(gp, "request")}
     assert sorted(accounted) == ids
     assert all(line["status"] == 200 and line["completion_tokens"] > 0 for line in accounted.values())
