@@ -19,6 +19,7 @@ from router.gateway import GATEWAY, REQUEST_ID, Gateway
 from router.operations import Operation
 from router.pipeline import handle_completion
 from router.request import new_request_id
+from router.routing.admin import admin_targets
 
 log = logging.getLogger("router")
 
@@ -110,4 +111,5 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/admin/targets", admin_targets)
     return app

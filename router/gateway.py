@@ -16,6 +16,9 @@ from aiohttp import web
 
 from router.accounting.record import RequestRecord
 from router.config import RouteTable
+from router.routing.engine import RoutingEngine
+from router.state import open_store
+from router.state.memory import MemoryStore
 from router.transport import Transport
 
 log = logging.getLogger("router")
@@ -27,6 +30,8 @@ class Gateway:
         self.transport = Transport()
         self.ready = False
         self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
+        # Orders and admits candidates over the state store (memory, or Redis once started).
+        self.routing = RoutingEngine(MemoryStore())
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
         self.record_listeners: list[Callable[[RequestRecord], None]] = []
 
@@ -51,11 +56,13 @@ class Gateway:
             self.redis = aioredis.from_url(
                 settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout, health_check_interval=5
             )
+        self.routing = RoutingEngine(open_store(self.table.state, self.redis))
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         await self.transport.close()
+        await self.routing.store.close()  # the last state reports reach Redis before it closes
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
