@@ -68,7 +68,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 class wait_backoff_or_retry_after(wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
-        self.backoff = wait_exponential_jitter(initial=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial)
+        self.backoff = wait_exponential_jitter(multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial)
         self.cap = policy.retry_after_cap
 
     def __call__(self, retry_state: RetryCallState) -> float:
