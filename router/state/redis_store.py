@@ -289,6 +289,9 @@ class RedisStore(StateStore):
             await asyncio.sleep(PROBE_INTERVAL)
             try:
                 async with asyncio.timeout(max(self.timeout, 0.2)):
+                    # Pooled connections from before the outage are dead (a restarted
+                    # Redis does not know them): drop them all, then ask on a fresh one.
+                    await self.client.connection_pool.disconnect()
                     await self.client.ping()
             except (RedisError, OSError, TimeoutError):
                 self.redis_errors += 1
