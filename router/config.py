@@ -1,7 +1,8 @@
 """routes.yaml: the schema, its validation, and the immutable ``RouteTable`` it compiles into.
 
     server:      listen address, body limit, deadlines
-    providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, options
+    state:       where routing state lives (memory, or redis shared by replicas)
+    providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, health, options
     models:      alias -> targets (provider + upstream model + routing facts),
                  fallbacks, strategy, retry policy, operations it serves
 

@@ -53,9 +53,9 @@ class Gateway:
 
             settings = self.table.state
             # Short timeouts: Redis trouble must degrade routing, never stall a request.
-            self.redis = aioredis.from_url(
-                settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout, health_check_interval=5
-            )
+            # No health_check_interval: its PING would be a second round trip before
+            # an upstream call; the state store detects and recovers outages itself.
+            self.redis = aioredis.from_url(settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout)
         self.routing = RoutingEngine(open_store(self.table.state, self.redis))
         self.ready = True
 

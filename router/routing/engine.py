@@ -100,12 +100,14 @@ class RoutingEngine:
 
     def finish(self, ticket: Ticket, error: BaseException | None, record: RequestRecord) -> None:
         kind = classify(error)
+        attempt = record.attempts[-1] if record.attempts else None
+        if kind == "ok" and attempt is not None and attempt.outcome.endswith("mid-stream"):
+            kind = "fail"  # the stream broke after its first byte: the client saw an error
         now = time.monotonic()
         outcome = Outcome(kind, latency_ms=(now - ticket.started) * 1000, probe=ticket.probe)
         if kind == "ok":
             if record.stream and record.first_token_mono is not None:
                 outcome.ttft_ms = max(0.0, (record.first_token_mono - ticket.started) * 1000)
-            attempt = record.attempts[-1] if record.attempts else None
             usage = attempt.usage if attempt is not None else None
             if usage is not None:
                 outcome.actual_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens

@@ -138,6 +138,8 @@ class LocalLimiter:
         if state is None:
             return 0, 0, 0
         requests, tokens, in_flight, _ = state.usage(time.time() if now is None else now)
+        if not state.buckets and not state.leases:
+            del self._scopes[scope]  # scopes come and go (wildcard models, keys): keep only live ones
         return requests, tokens, in_flight
 
 
