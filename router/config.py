@@ -75,6 +75,7 @@ class HealthPolicy:
     window: float = 30.0  # ... in the last this many seconds
     cooldown: float = 30.0  # open this long, then one half-open probe at a time
     probe_timeout: float = 30.0  # a probe that never reports frees the slot after this
+    check_interval: float | None = None  # seconds between active checks (a 1-token request); None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +335,8 @@ _HEALTH = HealthPolicy()
 
 
 def _health(r: _Reader, raw: Any, path: str) -> HealthPolicy:
-    data = r.mapping(raw, path, ("failure_threshold", "failure_rate", "min_requests", "window", "cooldown", "probe_timeout"))
+    data = r.mapping(raw, path, ("failure_threshold", "failure_rate", "min_requests", "window", "cooldown", "probe_timeout", "check_interval"))
+    interval = data.get("check_interval")
     rate = r.number(data.get("failure_rate"), f"{path}.failure_rate", _HEALTH.failure_rate, minimum=0.01)
     if rate > 1:
         r.fail(f"{path}.failure_rate", f"is a share of calls, between 0.01 and 1; got {rate}")
@@ -345,6 +347,7 @@ def _health(r: _Reader, raw: Any, path: str) -> HealthPolicy:
         window=r.number(data.get("window"), f"{path}.window", _HEALTH.window, minimum=1),
         cooldown=r.number(data.get("cooldown"), f"{path}.cooldown", _HEALTH.cooldown, minimum=0.01),
         probe_timeout=r.number(data.get("probe_timeout"), f"{path}.probe_timeout", _HEALTH.probe_timeout, minimum=0.01),
+        check_interval=None if interval is None else r.number(interval, f"{path}.check_interval", 0.0, minimum=0.05),
     )
 
 

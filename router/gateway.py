@@ -16,6 +16,7 @@ from aiohttp import web
 
 from router.accounting.record import RequestRecord
 from router.config import RouteTable
+from router.routing.checks import HealthChecks
 from router.routing.engine import RoutingEngine
 from router.state import open_store
 from router.state.memory import MemoryStore
@@ -32,6 +33,7 @@ class Gateway:
         self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
         # Orders and admits candidates over the state store (memory, or Redis once started).
         self.routing = RoutingEngine(MemoryStore())
+        self.health_checks = HealthChecks()  # only for providers with health.check_interval
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
         self.record_listeners: list[Callable[[RequestRecord], None]] = []
 
@@ -57,10 +59,12 @@ class Gateway:
             # an upstream call; the state store detects and recovers outages itself.
             self.redis = aioredis.from_url(settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout)
         self.routing = RoutingEngine(open_store(self.table.state, self.redis))
+        self.health_checks.start(self.routing, self.transport, self.table)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.health_checks.stop()
         await self.transport.close()
         await self.routing.store.close()  # the last state reports reach Redis before it closes
         if self.redis is not None:
