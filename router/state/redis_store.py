@@ -49,6 +49,7 @@ T = TypeVar("T")
 CACHE_TTL = 0.25  # seconds a snapshot may be reused; admission itself always reads Redis
 PROBE_INTERVAL = 0.5  # seconds between pings while Redis is out
 TARGET_TTL_MS = 86_400_000
+MAX_KNOWN = 1024  # targets the background refresh reads; wildcard aliases could otherwise grow it without end
 
 _TARGET_LUA = r"""
 local function target_refusal(th, now, tokens, honour)
@@ -333,9 +334,15 @@ class RedisStore(StateStore):
 
     # -- routing ------------------------------------------------------------------
 
-    async def admit(self, claims: Sequence[Claim], lease_ttl: float) -> Admission:
+    def _remember(self, claims: Sequence[Claim]) -> None:
         for claim in claims:
-            self._known.setdefault(claim.target, claim)
+            if claim.target not in self._known:
+                if len(self._known) >= MAX_KNOWN:
+                    self._known.pop(next(iter(self._known)))
+                self._known[claim.target] = claim
+
+    async def admit(self, claims: Sequence[Claim], lease_ttl: float) -> Admission:
+        self._remember(claims)
         if self.degraded:
             return self.local.admit_now(claims, lease_ttl)
         lease = new_lease()
@@ -392,8 +399,7 @@ class RedisStore(StateStore):
         self.tasks.spawn(send(), "state report")
 
     def snapshot(self, claims: Sequence[Claim]) -> dict[str, TargetState]:
-        for claim in claims:
-            self._known.setdefault(claim.target, claim)
+        self._remember(claims)
         if self.degraded:
             return self.local.snapshot(claims)
         if time.monotonic() - self._cache_at > CACHE_TTL and not self._refreshing:
@@ -403,7 +409,7 @@ class RedisStore(StateStore):
 
     async def _refresh(self) -> None:
         try:
-            self._cache.update(await self._read_redis(list(self._known.values())))
+            self._cache = await self._read_redis(list(self._known.values()))
             self._cache_at = time.monotonic()
         except RedisUnavailable:
             pass
