@@ -31,6 +31,7 @@ it answers again, then goes back to shared state by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -445,6 +446,8 @@ class RedisStore(StateStore):
     async def close(self) -> None:
         if self._probe is not None:
             self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         await super().close()
 
 
