@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -142,3 +143,67 @@ async def test_admin_targets_shows_live_state(make_upstream, start_gateway):
     status, _, headers = await post(gw.url)
     assert status == 200 and headers["x-router-trace"] == "up1/m1=ok"
     assert len(up.received) == 1
+
+
+async def _targets(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s, s.get(url + "/admin/targets") as r:
+        return {t["target"]: t for t in (await r.json())["targets"]}
+
+
+async def test_tokens_are_estimated_before_the_call_and_corrected_after(make_upstream, start_gateway):
+    up = await make_upstream("openai")  # reports 25 total tokens per answer
+    gw = await start_gateway(config([(up, {"limits": {"tpm": 600}})]))
+    status, _, _ = await post(gw.url, max_tokens=500)
+    assert status == 200
+
+    async def corrected() -> bool:
+        return (await _targets(gw.url))["up0/m0"]["limits"][0]["tokens"] == 25
+
+    await wait_for(corrected)
+    # 25 + ~501 fits under 600; had the estimate stayed, 501 + 501 would not
+    status, body, _ = await post(gw.url, max_tokens=500)
+    assert status == 200, body
+    await wait_for(lambda: _tokens_are(gw.url, 50))
+    # while a call is counted at its estimate, another that would pass the limit is refused
+    slow = Behaviour(delay=0.5)
+    up.then(slow)
+    first = asyncio.create_task(post(gw.url, max_tokens=500))
+    await wait_for(lambda: _in_flight(gw.url, 1))
+    status, body, headers = await post(gw.url, max_tokens=500)
+    assert status == 503 and "skipped: over limit target:up0/m0 tpm" in headers["x-router-trace"]
+    assert (await first)[0] == 200
+
+
+async def _tokens_are(url: str, expected: int) -> bool:
+    return (await _targets(url))["up0/m0"]["limits"][0]["tokens"] == expected
+
+
+async def _in_flight(url: str, expected: int) -> bool:
+    return (await _targets(url))["up0/m0"]["in_flight"] == expected
+
+
+async def test_a_provider_account_limit_is_shared_by_its_models(make_upstream, start_gateway):
+    up = await make_upstream("openai")
+    gw = await start_gateway({
+        "providers": {"acct": provider_entry(up, limits={"rpm": 2})},
+        "models": {"chat": {"targets": [{"provider": "acct", "model": "small"}, {"provider": "acct", "model": "big", "priority": 1}], "strategy": "priority"}},
+    })
+    assert (await post(gw.url))[0] == 200
+    assert (await post(gw.url))[0] == 200
+    status, _, headers = await post(gw.url)
+    assert status == 503
+    assert headers["x-router-trace"] == "acct/small=skipped: over limit account:acct rpm, acct/big=skipped: over limit account:acct rpm"
+
+
+async def test_streaming_records_time_to_first_token(make_upstream, start_gateway):
+    up = await make_upstream("openai")
+    gw = await start_gateway(config([(up, {})]))
+    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json={"model": "chat", **CHAT, "stream": True}) as r:
+        assert r.status == 200
+        await r.read()
+        assert r.headers["x-router-trace"] == "up0/m0=ok"
+
+    async def measured() -> bool:
+        return (await _targets(gw.url))["up0/m0"]["ttft_ms"] is not None
+
+    await wait_for(measured)
