@@ -3,7 +3,8 @@
 Where a request goes, by file:
     app.py              HTTP surface: endpoints and middlewares
     request.py          the client's body, parsed and checked once
-    routing/            which targets, in which order
+    routing/            which targets, in which order: strategies, health, max_price, trace
+    state/              routing state shared by replicas (memory or Redis), the limiter
     pipeline.py         fallback -> retries -> one attempt -> stream relay
     retry.py            backoff, Retry-After, deadline
     transport.py        all upstream I/O

@@ -26,6 +26,7 @@ from router.operations import Operation
 from router.pipeline import handle_completion
 from router.reload import admin_reload
 from router.request import new_request_id
+from router.routing.admin import admin_targets
 
 log = logging.getLogger("router")
 
@@ -125,4 +126,5 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     add_admin_routes(app)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/usage", usage_endpoint)
+    app.router.add_get("/admin/targets", admin_targets)
     return app

@@ -2,7 +2,8 @@
 
     server:      listen address, body limit, deadlines, shutdown grace
     logging:     level, format (json or text), whether bodies may be logged
-    providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, options
+    state:       where routing state lives (memory, or redis shared by replicas)
+    providers:   name -> kind, base_url, api_key (${ENV}), timeouts, headers, limits, health, options
     models:      alias -> targets (provider + upstream model + routing facts),
                  fallbacks, strategy, retry policy, operations it serves
     auth:        virtual keys, teams, budgets (schema in router/auth/settings.py)
@@ -71,6 +72,19 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """When a target's circuit opens and how long it stays open (router/routing/health.py applies it)."""
+
+    failure_threshold: int = 5  # consecutive failures
+    failure_rate: float = 0.5  # or this share of failures ...
+    min_requests: int = 10  # ... over at least this many calls ...
+    window: float = 30.0  # ... in the last this many seconds
+    cooldown: float = 30.0  # open this long, then one half-open probe at a time
+    probe_timeout: float = 30.0  # a probe that never reports frees the slot after this
+    check_interval: float | None = None  # seconds between active checks (a 1-token request); None: none
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     kind: str
@@ -80,6 +94,7 @@ class Provider:
     headers: Mapping[str, str]
     options: Mapping[str, Any]
     limits: Limits | None = None
+    health: HealthPolicy = HealthPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +128,8 @@ class RetryPolicy:
     backoff_max: float = 2.0
     retry_after_cap: float = 10.0
     deadline: float = 120.0  # seconds a client may wait in all, every attempt included
+    retry_on: frozenset[str] = frozenset({"connect", "timeout", "429", "5xx"})  # failures worth the same target again
+    same_target: bool = True  # False: a retryable failure moves straight on to the next target
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +439,7 @@ def _ledger(r: _Reader, raw: Any, source: str, present: bool) -> tuple[LedgerSet
 
 def _provider(r: _Reader, name: str, raw: Any) -> Provider | None:
     path = f"providers.{name}"
-    data = r.mapping(raw, path, ("kind", "base_url", "api_key", "timeouts", "headers", "limits", "options"))
+    data = r.mapping(raw, path, ("kind", "base_url", "api_key", "timeouts", "headers", "limits", "options", "health"))
     kind = r.string(data.get("kind"), f"{path}.kind", required=True)
     if kind is None:
         return None
@@ -454,9 +471,31 @@ def _provider(r: _Reader, name: str, raw: Any) -> Provider | None:
         headers=MappingProxyType(headers),
         options=MappingProxyType(dict(options)),
         limits=_limits(r, data.get("limits"), f"{path}.limits"),
+        health=_health(r, data.get("health"), f"{path}.health"),
     )
 
 
+_HEALTH = HealthPolicy()
+
+
+def _health(r: _Reader, raw: Any, path: str) -> HealthPolicy:
+    data = r.mapping(raw, path, ("failure_threshold", "failure_rate", "min_requests", "window", "cooldown", "probe_timeout", "check_interval"))
+    interval = data.get("check_interval")
+    rate = r.number(data.get("failure_rate"), f"{path}.failure_rate", _HEALTH.failure_rate, minimum=0.01)
+    if rate > 1:
+        r.fail(f"{path}.failure_rate", f"is a share of calls, between 0.01 and 1; got {rate}")
+    return HealthPolicy(
+        failure_threshold=r.integer(data.get("failure_threshold"), f"{path}.failure_threshold", _HEALTH.failure_threshold, minimum=1) or 1,
+        failure_rate=rate,
+        min_requests=r.integer(data.get("min_requests"), f"{path}.min_requests", _HEALTH.min_requests, minimum=1) or 1,
+        window=r.number(data.get("window"), f"{path}.window", _HEALTH.window, minimum=1),
+        cooldown=r.number(data.get("cooldown"), f"{path}.cooldown", _HEALTH.cooldown, minimum=0.01),
+        probe_timeout=r.number(data.get("probe_timeout"), f"{path}.probe_timeout", _HEALTH.probe_timeout, minimum=0.01),
+        check_interval=None if interval is None else r.number(interval, f"{path}.check_interval", 0.0, minimum=0.05),
+    )
+
+
+_RETRY_ON = ("connect", "timeout", "429", "5xx")
 _TARGET_FIELDS = ("provider", "model", "weight", "priority", "price", "limits")
 _ALIAS_FIELDS = ("targets", "fallbacks", "strategy", "retry", "operations", "description")
 
@@ -512,13 +551,23 @@ def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider], f
     strategy = r.string(data.get("strategy"), f"{path}.strategy", default="default") or "default"
     if strategy not in STRATEGIES:
         r.fail(f"{path}.strategy", f"unknown strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
-    rr = r.mapping(data.get("retry"), f"{path}.retry", ("attempts", "backoff_initial", "backoff_max", "retry_after_cap", "deadline"))
+    rr = r.mapping(data.get("retry"), f"{path}.retry", ("attempts", "backoff_initial", "backoff_max", "retry_after_cap", "deadline", "on", "same_target"))
+    retry_on = rr.get("on", sorted(_RETRY.retry_on))
+    if not isinstance(retry_on, list) or any(kind not in _RETRY_ON for kind in retry_on):
+        r.fail(f"{path}.retry.on", f"must be a list of: {', '.join(_RETRY_ON)} (a caller's 4xx is never retried)")
+        retry_on = sorted(_RETRY.retry_on)
+    same_target = rr.get("same_target", _RETRY.same_target)
+    if not isinstance(same_target, bool):
+        r.fail(f"{path}.retry.same_target", "must be true (retry the same target) or false (move on to the next)")
+        same_target = _RETRY.same_target
     retry = RetryPolicy(
         attempts=r.integer(rr.get("attempts"), f"{path}.retry.attempts", _RETRY.attempts, minimum=1) or 1,
         backoff_initial=r.number(rr.get("backoff_initial"), f"{path}.retry.backoff_initial", _RETRY.backoff_initial),
         backoff_max=r.number(rr.get("backoff_max"), f"{path}.retry.backoff_max", _RETRY.backoff_max),
         retry_after_cap=r.number(rr.get("retry_after_cap"), f"{path}.retry.retry_after_cap", _RETRY.retry_after_cap),
         deadline=r.number(rr.get("deadline"), f"{path}.retry.deadline", _RETRY.deadline, minimum=0.01),
+        retry_on=frozenset(str(kind) for kind in retry_on),
+        same_target=same_target,
     )
     if not targets:
         return None

@@ -19,6 +19,10 @@ from router.auth.service import AuthService
 from router.config import RouteTable
 from router.logs import RequestLog, log_event, remember_secrets
 from router.reload import Reloader
+from router.routing.checks import HealthChecks
+from router.routing.engine import RoutingEngine
+from router.state import open_store
+from router.state.memory import MemoryStore
 from router.transport import Transport
 
 if TYPE_CHECKING:
@@ -35,6 +39,9 @@ class Gateway:
         self.ready = False
         self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
         self.auth = AuthService()  # keys, teams, budgets (router/auth)
+        # Orders and admits candidates over the state store (memory, or Redis once started).
+        self.routing = RoutingEngine(MemoryStore())
+        self.health_checks = HealthChecks()  # only for providers with health.check_interval
         # Called with every finished request, exactly once each (the ledger, metrics, logs).
         self.record_listeners: list[Callable[[RequestRecord], None]] = [RequestLog(self)]
         # startup_hooks run by start() in order; shutdown_hooks by stop() in reverse, after
@@ -65,16 +72,19 @@ class Gateway:
 
             settings = self.table.state
             # Short timeouts: Redis trouble must degrade routing, never stall a request.
-            self.redis = aioredis.from_url(
-                settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout, health_check_interval=5
-            )
+            # No health_check_interval: its PING would be a second round trip before
+            # an upstream call; the state store detects and recovers outages itself.
+            self.redis = aioredis.from_url(settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout)
             self.auth.use_redis(self.redis, settings.prefix)
+        self.routing = RoutingEngine(open_store(self.table.state, self.redis))
+        self.health_checks.start(self.routing, self.transport, self.table)
         for hook in self.startup_hooks:
             await hook()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.health_checks.stop()
         await self.auth.drain()  # settle every budget reservation before the store goes away
         await self.reloader.wait_idle()
         for hook in reversed(self.shutdown_hooks):
@@ -83,6 +93,7 @@ class Gateway:
             except Exception:  # one failing hook must not keep the others (or the closes below) from running
                 log.exception("shutdown hook %r failed", hook)
         await self.transport.close()
+        await self.routing.store.close()  # the last state reports reach Redis before it closes
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None

@@ -3,8 +3,12 @@
     handle_completion          parse once, keep one RequestRecord, account at the end
     -> admit                   auth/admission.py: allowed aliases, limits, budget reservation
     -> resolve_candidates      routing/candidates.py: aliases, fallbacks, the request's models
-    -> send_with_fallback      walk the candidates; stop at the first answer or a caller's 4xx
+                               routing/ceiling.py: drop what is over the request's max_price
+    -> send_with_fallback      routing/engine.py orders them by strategy and admits one against
+                               shared state (circuit, cooldown, quota, limits); stop at the first
+                               answer or a caller's 4xx
     -> send_with_retries       same target again with backoff, per the alias's retry policy
+    -> routed_attempt          the admission's lease around one call; its outcome reported after
     -> one_attempt             adapter builds, transport sends, adapter translates
        -> relay_stream         SSE relayed event by event; after the first byte, no failover
 
@@ -43,8 +47,10 @@ from router.errors import (
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
 from router.operations import Operation
 from router.request import ClientRequest, parse_request
-from router.retry import call_with_retries
+from router.retry import call_with_retries, retry_after
 from router.routing.candidates import Candidate, resolve_candidates
+from router.routing.ceiling import apply_ceiling, ceiling_error
+from router.routing.engine import Ticket, trace
 from router.secrets import scrub
 from router.sse import DONE, DONE_EVENT, chunks_from_response, encode
 from router.transport import UpstreamResponse
@@ -81,6 +87,11 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
         candidates, skipped = resolve_candidates(table, req)
         for skip in skipped:
             record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))
+        candidates, over_price = apply_ceiling(candidates, req.body)
+        for candidate, reason in over_price:
+            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, f"skipped: {reason}"))
+        if not candidates:
+            raise ceiling_error(req.body, over_price, router_headers(req, record, None))
         admission = await admit(request, gateway, table, req, len(raw), candidates, record)
         response = await send_with_fallback(request, gateway, req, admission.candidates, record)
         record.finish(response.status)
@@ -106,13 +117,21 @@ async def send_with_fallback(
 ) -> web.StreamResponse:
     deadline = req.received_at + candidates[0].alias.retry.deadline
     errors: list[GatewayError] = []
-    for candidate in candidates:
+    remaining = gateway.routing.order(candidates, req)
+    while remaining:
         if time.monotonic() >= deadline:
             errors.append(UpstreamTimeout("the request's deadline passed before this target could be tried"))
-            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, "skipped: deadline passed"))
+            record.attempts.append(AttemptRecord(remaining[0].target.key, remaining[0].alias.name, "skipped: deadline passed"))
             break
+        index, ticket, skips = await gateway.routing.admit(remaining, req, deadline)
+        for skipped, reason in skips:
+            record.attempts.append(AttemptRecord(remaining[skipped].target.key, remaining[skipped].alias.name, f"skipped: {reason}"))
+            errors.append(TargetUnavailable(reason))
+        if index is None or ticket is None:
+            break
+        candidate, remaining = remaining[index], remaining[index + 1 :]
         try:
-            return await send_with_retries(request, gateway, req, candidate, record, deadline)
+            return await send_with_retries(request, gateway, req, candidate, record, deadline, ticket)
         except UpstreamClientError as exc:
             exc.headers.update(router_headers(req, record, candidate))
             raise
@@ -121,37 +140,44 @@ async def send_with_fallback(
     raise AllCandidatesFailed(status_for_failures(errors), _attempt_lines(record), headers=router_headers(req, record, None))
 
 
-
 async def send_with_retries(
-    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float
+    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float, ticket: Ticket
 ) -> web.StreamResponse:
-    return await call_with_retries(
-        candidate.alias.retry, deadline, lambda: one_attempt(request, gateway, req, candidate, record, deadline)
-    )
+    admitted = [ticket]
+
+    async def attempt() -> web.StreamResponse:
+        if admitted:
+            return await routed_attempt(request, gateway, req, candidate, record, deadline, admitted.pop())
+        # A retry is a new upstream call: admitted again (limits, circuit), but the
+        # Retry-After this target asked for has just been waited out.
+        _, again, skips = await gateway.routing.admit([candidate], req, deadline, honour_cooldown=False)
+        if again is None:
+            reason = skips[0][1] if skips else "not admitted"
+            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, f"skipped: {reason}"))
+            raise TargetUnavailable(reason)
+        return await routed_attempt(request, gateway, req, candidate, record, deadline, again)
+
+    return await call_with_retries(candidate.alias.retry, deadline, attempt)
+
+
+async def routed_attempt(
+    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float, ticket: Ticket
+) -> web.StreamResponse:
+    try:
+        response = await one_attempt(request, gateway, req, candidate, record, deadline, ticket)
+    except BaseException as exc:
+        gateway.routing.finish(ticket, exc, record)
+        raise
+    gateway.routing.finish(ticket, None, record)
+    return response
 
 
 def router_headers(req: ClientRequest, record: RequestRecord, candidate: Candidate | None) -> dict[str, str]:
-    headers = {"x-request-id": req.request_id, "x-router-attempts": str(record.tries)}
+    headers = {"x-request-id": req.request_id, "x-router-attempts": str(record.tries), "x-router-trace": trace(record)}
     if candidate is not None:
         headers["x-router-provider"] = candidate.target.provider.name
         headers["x-router-model"] = candidate.target.model
     return headers
-
-
-def _retry_after(headers: Any) -> float | None:
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            return None  # an HTTP date: rare from model APIs; the backoff applies instead
-    return None
 
 
 async def _status_error(adapter: Adapter, response: UpstreamResponse, gateway: Gateway, candidate: Candidate) -> UpstreamStatusError:
@@ -173,11 +199,11 @@ async def _status_error(adapter: Adapter, response: UpstreamResponse, gateway: G
         if body is not None and isinstance(body.get("error"), dict):
             body = {"error": {**body["error"], "message": message}}
         return UpstreamClientError(response.status, f"{where} rejected the request: {message}", body=body)
-    return UpstreamStatusError(response.status, f"{where} answered {response.status}: {message}", retry_after=_retry_after(response.headers))
+    return UpstreamStatusError(response.status, f"{where} answered {response.status}: {message}", retry_after=retry_after(response.headers))
 
 
 async def one_attempt(
-    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float
+    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float, ticket: Ticket | None = None
 ) -> web.StreamResponse:
     target = candidate.target
     adapter = ADAPTERS[target.provider.kind]
@@ -194,6 +220,8 @@ async def one_attempt(
         async with asyncio.timeout_at(_loop_deadline(deadline)):
             upstream = await gateway.transport.send(target.provider, call, req.request_id)
             attempt.status = upstream.status
+            if ticket is not None:
+                ticket.headers = upstream.headers  # its rate-limit headers feed the shared state
             if upstream.status >= 400:
                 raise await _status_error(adapter, upstream, gateway, candidate)
             if native_stream:

@@ -1,16 +1,20 @@
 """Retrying one target: tenacity, exponential backoff with jitter, Retry-After honoured, a hard deadline.
 
-Only failures that another try could cure are retried (connect errors,
-timeouts, 429, 5xx); a caller's 4xx never is.  The wait is the larger of the
-backoff and the upstream's ``Retry-After`` (capped by the policy), and no
-retry starts if its wait would end past the request's deadline.
+Only failures that another try could cure are retried, and only the kinds
+the alias's ``retry.on`` names (``connect``, ``timeout``, ``429``, ``5xx``;
+an unreadable answer counts as ``5xx``); a caller's 4xx never is, and with
+``retry.same_target: false`` nothing is retried here: the failure moves on to
+the next candidate at once.  The wait is the larger of the backoff and the
+upstream's ``Retry-After`` (``retry-after-ms`` first), capped by
+``retry_after_cap``, and no retry starts if its wait would end past the
+request's deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -18,18 +22,53 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from router.config import RetryPolicy
-from router.errors import UpstreamError
+from router.errors import UpstreamConnectError, UpstreamError, UpstreamStatusError, UpstreamTimeout
 
 T = TypeVar("T")
 
 
-def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, UpstreamError) and exc.retryable
+def failure_kind(exc: BaseException) -> str | None:
+    """The ``retry.on`` name of a failure, or None when no retry of the same target can help."""
+    if not isinstance(exc, UpstreamError) or not exc.retryable:
+        return None
+    if isinstance(exc, UpstreamConnectError):
+        return "connect"
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamStatusError):
+        if exc.upstream_status == 429:
+            return "429"
+        return "5xx" if exc.upstream_status >= 500 else None  # 401/403/408/409: another target, not this one again
+    return "5xx"  # an answer we could not read
+
+
+def retries_same_target(policy: RetryPolicy) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        return policy.same_target and failure_kind(exc) in policy.retry_on
+
+    return check
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the upstream asked us to wait: ``retry-after-ms`` first, then ``Retry-After`` in seconds."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None  # an HTTP date: rare from model APIs; the backoff applies instead
+    return None
 
 
 class wait_backoff_or_retry_after(wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
-        self.backoff = wait_exponential_jitter(initial=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial)
+        self.backoff = wait_exponential_jitter(multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial)
         self.cap = policy.retry_after_cap
 
     def __call__(self, retry_state: RetryCallState) -> float:
@@ -50,12 +89,12 @@ class stop_before_deadline(stop_base):
 
 
 async def call_with_retries(policy: RetryPolicy, deadline: float, attempt: Callable[[], Awaitable[T]]) -> T:
-    if policy.attempts <= 1:  # the common case costs no retry machinery
+    if policy.attempts <= 1 or not policy.same_target:  # the common case costs no retry machinery
         return await attempt()
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts) | stop_before_deadline(deadline),
         wait=wait_backoff_or_retry_after(policy),
-        retry=retry_if_exception(is_retryable),
+        retry=retry_if_exception(retries_same_target(policy)),
         sleep=asyncio.sleep,
         reraise=True,
     )

@@ -104,7 +104,10 @@ def build_config(ups: Upstreams, ledger: dict[str, Any]) -> dict[str, Any]:
         "providers": {
             "oa": provider_entry(ups.oa), "fo": provider_entry(ups.fo), "ff": provider_entry(ups.ff),
             "bad": provider_entry(ups.bad), "err": provider_entry(ups.err), "hang": provider_entry(ups.hang),
-            "cut": provider_entry(ups.cut), "quiet": provider_entry(ups.quiet),
+            # The cut stream fails every time by design; its circuit must stay closed so that
+            # every one of those requests really reaches it (the breaker has its own tests).
+            "cut": provider_entry(ups.cut, health={"failure_threshold": 1_000_000, "min_requests": 1_000_000}),
+            "quiet": provider_entry(ups.quiet),
         },
         "models": {
             "gpt": {"targets": [target("oa", "gpt-x")]},

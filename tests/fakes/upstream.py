@@ -50,6 +50,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)  # when it arrived, for backoff assertions
 
 
 class FakeUpstream:

@@ -1,0 +1,131 @@
+"""The routing engine: order the candidates, admit one against shared state, report how the call went.
+
+    order(candidates, req)        each alias's targets by its strategy, over a
+                                  snapshot of state (no I/O, never waits)
+    admit(candidates, req, ...)   one store call: the first candidate whose
+                                  circuit, cooldown, reported quota and limits
+                                  allow it is counted and leased; the ones
+                                  before it come back with the reason they were skipped
+    finish(ticket, error, record) fold the outcome into shared state, in the background
+
+Each target counts against the scope ``target:<provider>/<model>`` (its
+limits, and always its in-flight lease) and, when its provider declares
+``limits``, against ``account:<provider>`` (several models on one key).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from providers.mock import estimate_prompt_tokens
+from router.accounting.record import RequestRecord
+from router.config import Target
+from router.request import ClientRequest
+from router.routing import strategies
+from router.routing.candidates import Candidate
+from router.routing.health import classify, read_quota
+from router.state.limiter import Grant, ScopeLimit
+from router.state.store import Claim, Outcome, StateStore, TargetState
+
+DEFAULT_OUTPUT_TOKENS = 256  # counted for a request without max_tokens, corrected after the call
+LEASE_SLACK = 30.0  # a lease outlives the request's deadline by this much, then expires on its own
+
+
+def target_limits(target: Target) -> tuple[ScopeLimit, ...]:
+    own = target.limits
+    scopes = [ScopeLimit(f"target:{target.key}", own.rpm, own.tpm, own.concurrency) if own else ScopeLimit(f"target:{target.key}")]
+    account = target.provider.limits
+    if account is not None:
+        scopes.append(ScopeLimit(f"account:{target.provider.name}", account.rpm, account.tpm, account.concurrency))
+    return tuple(scopes)
+
+
+def estimate_tokens(req: ClientRequest) -> int:
+    return estimate_prompt_tokens(req.body) + (req.max_output_tokens or DEFAULT_OUTPUT_TOKENS)
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted upstream call, from admission to report."""
+
+    claim: Claim
+    grant: Grant
+    probe: bool
+    started: float = field(default_factory=time.monotonic)
+    headers: Mapping[str, str] | None = None  # the upstream's answer headers, for its rate-limit state
+
+
+class RoutingEngine:
+    def __init__(self, store: StateStore, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.rng = rng or random.Random()
+
+    def claim(self, target: Target, tokens: int, *, honour_cooldown: bool = True) -> Claim:
+        return Claim(target.key, target_limits(target), tokens, target.provider.health, honour_cooldown)
+
+    def order(self, candidates: Sequence[Candidate], req: ClientRequest) -> list[Candidate]:
+        """Candidates arrive grouped by alias (candidates.py); each group is ordered by its alias's strategy."""
+        tokens = estimate_tokens(req)
+        states = self.store.snapshot([self.claim(c.target, tokens) for c in candidates])
+        ctx = strategies.Context(time.time(), tokens, req.stream, self.rng)
+        ordered: list[Candidate] = []
+        start = 0
+        while start < len(candidates):
+            alias = candidates[start].alias
+            end = start
+            while end < len(candidates) and candidates[end].alias is alias:
+                end += 1
+            options = [
+                strategies.Option(i, c.target, states.get(c.target.key) or TargetState(), target_limits(c.target))
+                for i, c in enumerate(candidates[start:end])
+            ]
+            by_option = {id(o): candidates[start + o.position] for o in options}
+            ordered += [by_option[id(o)] for o in strategies.order(alias.strategy, options, ctx)]
+            start = end
+        return ordered
+
+    async def admit(
+        self, candidates: Sequence[Candidate], req: ClientRequest, deadline: float, *, honour_cooldown: bool = True
+    ) -> tuple[int | None, Ticket | None, list[tuple[int, str]]]:
+        tokens = estimate_tokens(req)
+        claims = [self.claim(c.target, tokens, honour_cooldown=honour_cooldown) for c in candidates]
+        lease_ttl = max(0.0, deadline - time.monotonic()) + LEASE_SLACK
+        admission = await self.store.admit(claims, lease_ttl)
+        if admission.index is None or admission.grant is None:
+            return None, None, admission.skips
+        return admission.index, Ticket(claims[admission.index], admission.grant, admission.probe), admission.skips
+
+    def finish(self, ticket: Ticket, error: BaseException | None, record: RequestRecord) -> None:
+        kind = classify(error)
+        attempt = record.attempts[-1] if record.attempts else None
+        if kind == "ok" and attempt is not None and attempt.outcome.endswith("mid-stream"):
+            kind = "fail"  # the stream broke after its first byte: the client saw an error
+        now = time.monotonic()
+        outcome = Outcome(kind, latency_ms=(now - ticket.started) * 1000, probe=ticket.probe)
+        if kind == "ok":
+            if record.stream and record.first_token_mono is not None:
+                outcome.ttft_ms = max(0.0, (record.first_token_mono - ticket.started) * 1000)
+            usage = attempt.usage if attempt is not None else None
+            if usage is not None:
+                outcome.actual_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        outcome.retry_after = getattr(error, "retry_after", None)
+        if ticket.headers is not None:
+            read_quota(ticket.headers, outcome)
+        self.store.report(ticket.claim, ticket.grant, outcome)
+
+    async def states(self, targets: Sequence[Target]) -> dict[str, TargetState]:
+        return await self.store.read([self.claim(t, 0) for t in targets])
+
+
+def trace(record: RequestRecord, limit: int = 2000) -> str:
+    """``x-router-trace``: every target tried or skipped, in order, with why: ``key=outcome, ...``."""
+    parts: list[str] = []
+    for attempt in record.attempts:
+        outcome = attempt.outcome.split(" (", 1)[0] if not attempt.outcome.startswith("skipped") else attempt.outcome
+        text = f"{attempt.target}={outcome}"
+        parts.append("".join(ch if 32 <= ord(ch) < 127 and ch != "," else " " for ch in text))
+    value = ", ".join(parts)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
