@@ -3,9 +3,10 @@
     admit()     -> the record learns the key and team (spend per team comes out of the ledger)
                 -> every model the client named must be allowed to the key and its team (403)
                 -> fallback targets on aliases the key may not use are skipped, never tried
-                -> rpm / tpm / concurrency of key and team (limits.py)
+                -> rpm / tpm / concurrency of key and team, counted in the shared limiter (limits.py), or 429
                 -> the maximum cost is reserved against key and team budgets (budget.py), or 402
-    finish()    -> settle the reservation to the real cost, off the client's wait
+    finish()    -> settle the reservation to the real cost and give back the concurrency lease
+                   with the real token count, off the client's wait
 
 With auth off there is no principal and admission lets everything through.
 """
@@ -20,13 +21,14 @@ from aiohttp import web
 
 from router.accounting.record import AttemptRecord, RequestRecord
 from router.auth.budget import Reservation, actual_cost, budget_scopes, max_request_cost, output_bound, reserve, settle_quietly
-from router.auth.limits import LimitDecision, enforce_limits, ratelimit_headers
+from router.auth.limits import LimitDecision, enforce_limits, tokens_used
 from router.auth.middleware import PRINCIPAL, RATELIMIT_HEADERS
 from router.config import RouteTable
 from router.errors import PermissionDenied
 from router.gateway import Gateway
 from router.request import ClientRequest
 from router.routing.candidates import Candidate
+from router.routing.engine import LEASE_SLACK, estimate_tokens
 
 log = logging.getLogger("router.auth")
 
@@ -69,11 +71,12 @@ async def admit(
 
     admission = Admission(allowed)
     default_output = table.auth.default_max_output_tokens
-    per_choice, bounded = output_bound(req.body, default_output)
-    # tpm counts an estimate (about 4 bytes a token), corrected when usage is known;
-    # only budgets need the strict one-token-per-byte bound.
-    admission.limits = await enforce_limits(principal, body_bytes // 4 + per_choice)
-    admission.headers = ratelimit_headers(admission.limits.requests, admission.limits.tokens)
+    _, bounded = output_bound(req.body, default_output)
+    # tpm counts routing's estimate (prompt + max output), corrected to the real usage
+    # in finish(); only budgets need the strict one-token-per-byte bound.
+    lease_ttl = max(c.alias.retry.deadline for c in allowed) + LEASE_SLACK
+    admission.limits = await enforce_limits(gateway.routing.store, principal, estimate_tokens(req), lease_ttl)
+    admission.headers = admission.limits.headers
     if admission.headers:
         request[RATELIMIT_HEADERS] = admission.headers
 
@@ -97,4 +100,4 @@ def finish(gateway: Gateway, admission: Admission | None, record: RequestRecord)
         record.extra["budget_reserved_micro_usd"] = reservation.amount
         gateway.auth.in_background(settle_quietly(reservation, actual, log))
     if admission.limits is not None and admission.limits.release is not None:
-        gateway.auth.in_background(admission.limits.release())
+        admission.limits.release(tokens_used(record))  # the store sends it in the background

@@ -1,12 +1,19 @@
-"""Per-key and per-team rpm, tpm and concurrency: where they are enforced, and the headers they produce.
+"""Per-key and per-team rpm, tpm and concurrency: counted in the shared limiter, and the headers they produce.
 
 The limits are parsed and validated with the key or team (``limits: {rpm,
-tpm, concurrency}``, the same ``Limits`` a target has).  The counting itself
-belongs to the shared limiter in ``router/state`` (sliding-window rpm/tpm and
-concurrency, atomic across replicas); ``enforce_limits`` is the one place
-that will call it, once per request, for the scopes ``limit_scopes`` lists.
-Until that limiter is wired in, ``enforce_limits`` admits every request and
-reports nothing, so no request is refused on a count we do not keep.
+tpm, concurrency}``, the same ``Limits`` a target has).  The counting is the
+shared limiter's (``router/state/limiter.py``, reached through the state
+store): the scopes ``key:<id>`` and ``team:<name>`` get the same sliding
+60-second windows and in-flight leases that routing keeps for targets,
+checked and counted for every scope at once (one Lua call on Redis, shared
+by every replica; one synchronous step in memory).  While Redis is out the
+store counts on this replica alone, as routing does.
+
+    enforce_limits   once per client request, before any upstream call: 1 request and
+                     the estimated tokens (prompt + max output) into every scope, and a
+                     concurrency lease; 429 if any scope is full (and then nothing is counted)
+    release          when the request has ended (answer, error, disconnect, stream end):
+                     the lease is given back and the token estimate replaced by the real usage
 
 What a client sees, as OpenAI sends it, on every response of a limited key:
 
@@ -15,20 +22,25 @@ What a client sees, as OpenAI sends it, on every response of a limited key:
     x-ratelimit-reset-requests      x-ratelimit-reset-tokens     (like "1s", "6m0s")
 
 and on a refusal, 429 ``rate_limit_exceeded`` with ``Retry-After`` in whole seconds.
-The tightest scope (key or team) is the one reported.  Admission leaves the
-headers on the request (``RATELIMIT_HEADERS``) and an ``on_response_prepare``
-hook adds them to whatever response follows, streamed or not, errors too.
+The tightest scope (key or team, least remaining) is the one reported; a
+reset is when the oldest second counted in that window leaves it, i.e.
+when room comes back.  Admission leaves the headers on the request
+(``RATELIMIT_HEADERS``) and an ``on_response_prepare`` hook adds them to
+whatever response follows, streamed or not, errors too.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from router.accounting.record import RequestRecord
 from router.auth.keys import Principal
 from router.config import Limits
 from router.errors import RateLimited
+from router.state.limiter import Grant, Refusal, ScopeCount, ScopeLimit
+from router.state.store import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +63,8 @@ class LimitDecision:
     requests: Window | None = None
     tokens: Window | None = None
     retry_after: float | None = None  # set when refused
-    refused_by: str | None = None  # "rpm of key:<id>", ...
-    release: Callable[[], Awaitable[None]] | None = None  # gives back a concurrency slot
+    refused_by: str | None = None  # "key:<id> (rpm 60)", ...
+    release: Callable[[int | None], None] | None = None  # gives back the lease, corrects tokens to the real usage
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,14 +101,61 @@ def refusal(decision: LimitDecision) -> RateLimited:
     return RateLimited(f"rate limit reached for {decision.refused_by or 'this key'}; retry after {retry_after}s", headers=headers)
 
 
-async def enforce_limits(principal: Principal, estimated_tokens: int) -> LimitDecision:
-    """Count this request against every scope's rpm/tpm/concurrency; raise ``RateLimited`` if any is full.
 
-    Not yet counting: the shared limiter (router/state) lands in another
-    branch.  When it does, this becomes: for each of ``limit_scopes``, ask
-    the limiter to admit one request and ``estimated_tokens`` tokens (one
-    Redis round trip for all scopes, folded into the budget reservation's if
-    both apply), take the tightest ``Window`` of each kind, and ``raise
-    refusal(decision)`` when one is full.
-    """
-    return LimitDecision()
+def scope_limits(principal: Principal) -> list[ScopeLimit]:
+    return [ScopeLimit(s.name, s.limits.rpm, s.limits.tpm, s.limits.concurrency) for s in limit_scopes(principal)]
+
+
+def tightest(limits: Sequence[ScopeLimit], counts: Sequence[ScopeCount]) -> tuple[Window | None, Window | None]:
+    """The (requests, tokens) windows with the least room left, over the scopes that set each limit."""
+    requests: Window | None = None
+    tokens: Window | None = None
+    for limit, count in zip(limits, counts, strict=True):
+        if limit.rpm is not None:
+            window = Window(limit.rpm, limit.rpm - count.requests, count.frees_in)
+            if requests is None or window.remaining < requests.remaining:
+                requests = window
+        if limit.tpm is not None:
+            window = Window(limit.tpm, limit.tpm - count.tokens, count.frees_in)
+            if tokens is None or window.remaining < tokens.remaining:
+                tokens = window
+    return requests, tokens
+
+
+def decide(limits: Sequence[ScopeLimit], result: Grant | Refusal, store: StateStore) -> LimitDecision:
+    """The limiter's answer as the client will see it: headers, and on a refusal the 429 to raise."""
+    decision = LimitDecision(*tightest(limits, result.counts))
+    if isinstance(result, Refusal):
+        decision.retry_after = result.retry_after
+        bound = next(getattr(limit, result.limit) for limit in limits if limit.scope == result.scope)
+        decision.refused_by = f"{result.scope} ({result.limit} {bound})"
+    else:
+        grant = result
+
+        def release(actual_tokens: int | None) -> None:
+            store.release(grant, actual_tokens)
+
+        decision.release = release
+    decision.headers = ratelimit_headers(decision.requests, decision.tokens)
+    return decision
+
+
+async def enforce_limits(store: StateStore, principal: Principal, estimated_tokens: int, lease_ttl: float) -> LimitDecision:
+    """Count this request against every scope's rpm/tpm/concurrency; raise ``RateLimited`` if any is full."""
+    limits = scope_limits(principal)
+    if not limits:
+        return LimitDecision()
+    decision = decide(limits, await store.acquire(limits, estimated_tokens, lease_ttl), store)
+    if decision.refused_by is not None:
+        raise refusal(decision)
+    return decision
+
+
+def tokens_used(record: RequestRecord) -> int:
+    """Every token the request's attempts consumed, failed ones included (what the key's tpm pays)."""
+    total = 0
+    for attempt in record.attempts:
+        usage = attempt.usage
+        if usage is not None:
+            total += usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+    return total

@@ -12,6 +12,8 @@ limit never used up its key's.
         Grant:   the request is counted in every scope's window (1 request,
                  ``tokens`` tokens) and holds a lease in each scope's in-flight set.
         Refusal: the first scope and limit that said no, and when to try again.
+        Both carry each scope's ``ScopeCount`` as the same step left it, so a
+        caller can tell its client what remains (the x-ratelimit-* headers).
     release(grant, actual_tokens)
         Drops the leases and corrects the tokens counted at acquire to the
         real usage (estimate before the call, truth after it).
@@ -30,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 WINDOW_SECONDS = 60
 
@@ -43,6 +45,16 @@ class ScopeLimit:
     concurrency: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeCount:
+    """One scope's window as ``acquire`` left it (this request included when granted)."""
+
+    scope: str
+    requests: int
+    tokens: int
+    frees_in: float  # seconds until the oldest second counted leaves the window (and its room comes back)
+
+
 @dataclass(slots=True)
 class Grant:
     lease: str
@@ -50,6 +62,7 @@ class Grant:
     second: int  # the window bucket the request was counted in
     tokens: int  # the estimate counted
     local: bool = False  # granted by the in-process fallback while Redis was out
+    counts: tuple[ScopeCount, ...] = ()  # filled by acquire (not by routing's admit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +70,7 @@ class Refusal:
     scope: str
     limit: str  # "rpm" | "tpm" | "concurrency"
     retry_after: float  # seconds until the window or a slot frees up (an estimate for concurrency)
+    counts: tuple[ScopeCount, ...] = ()  # filled by acquire (not by routing's admit)
 
     @property
     def reason(self) -> str:
@@ -120,7 +134,19 @@ class LocalLimiter:
     def acquire(self, limits: Sequence[ScopeLimit], tokens: int, lease_ttl: float, now: float | None = None) -> Grant | Refusal:
         now = time.time() if now is None else now
         refusal = self.check(limits, tokens, now)
-        return refusal if refusal is not None else self.take(limits, tokens, lease_ttl, now)
+        if refusal is not None:
+            return replace(refusal, counts=self.counts(limits, now))
+        grant = self.take(limits, tokens, lease_ttl, now)
+        grant.counts = self.counts(limits, now)
+        return grant
+
+    def counts(self, limits: Sequence[ScopeLimit], now: float) -> tuple[ScopeCount, ...]:
+        counts: list[ScopeCount] = []
+        for limit in limits:
+            scope = self._scopes.get(limit.scope)
+            requests, tokens, _, oldest = scope.usage(now) if scope is not None else (0, 0, 0, int(now))
+            counts.append(ScopeCount(limit.scope, requests, tokens, max(0.0, oldest + WINDOW_SECONDS - now)))
+        return tuple(counts)
 
     def release(self, grant: Grant, actual_tokens: int | None = None, now: float | None = None) -> None:
         now = time.time() if now is None else now

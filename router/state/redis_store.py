@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from router.config import StateSettings
-from router.state.limiter import LIMITER_LUA, Grant, Refusal, ScopeLimit, new_lease
+from router.state.limiter import LIMITER_LUA, WINDOW_SECONDS, Grant, Refusal, ScopeCount, ScopeLimit, new_lease
 from router.state.memory import MemoryStore
 from router.state.store import Admission, Claim, Outcome, ScopeUsage, StateStore, TargetState
 
@@ -203,13 +203,27 @@ return out
 """
 
 # KEYS: (window, leases) per scope.  ARGV: lease, lease_ms, tokens, n, (rpm, tpm, conc) per scope.
+# Returns {admitted 0/1, now ms, refused scope index, limit, retry ms}, then per scope
+# (requests, tokens, oldest second) as this call left the window: the x-ratelimit-* headers.
 ACQUIRE_LUA = LIMITER_LUA + r"""
 local now = now_ms()
+local now_s = math.floor(now / 1000)
 local n, tokens = tonumber(ARGV[4]), tonumber(ARGV[3])
 local r = check_scopes(1, 5, n, tokens, now)
-if r then return {0, r[1], r[2], r[3]} end
-take_scopes(1, n, tokens, now, ARGV[1], tonumber(ARGV[2]))
-return {1, math.floor(now / 1000)}
+local out
+if r then
+  out = {0, now, r[1], r[2], r[3]}
+else
+  take_scopes(1, n, tokens, now, ARGV[1], tonumber(ARGV[2]))
+  out = {1, now, -1, '', 0}
+end
+for i = 0, n - 1 do
+  local req, tok, oldest = window_usage(KEYS[1 + 2 * i], now_s, false)
+  out[#out + 1] = req
+  out[#out + 1] = tok
+  out[#out + 1] = oldest
+end
+return out
 """
 
 # KEYS: (window, leases) per scope.  ARGV: lease, second, token_delta, n.
@@ -314,9 +328,14 @@ class RedisStore(StateStore):
             result = await self._call(lambda: self._acquire(keys=self._scope_keys(limits), args=args))
         except RedisUnavailable:
             return self.local.limiter.acquire(limits, tokens, lease_ttl)
+        now_ms = int(result[1])
+        counts = tuple(
+            ScopeCount(limit.scope, int(result[5 + 3 * i]), int(result[6 + 3 * i]), max(0.0, (int(result[7 + 3 * i]) + WINDOW_SECONDS) - now_ms / 1000))
+            for i, limit in enumerate(limits)
+        )
         if int(result[0]) == 0:
-            return Refusal(limits[int(result[1])].scope, _text(result[2]), max(0.0, int(result[3]) / 1000))
-        return Grant(lease, tuple(limit.scope for limit in limits), int(result[1]), tokens)
+            return Refusal(limits[int(result[2])].scope, _text(result[3]), max(0.0, int(result[4]) / 1000), counts)
+        return Grant(lease, tuple(limit.scope for limit in limits), now_ms // 1000, tokens, counts=counts)
 
     def release(self, grant: Grant, actual_tokens: int | None = None) -> None:
         if grant.local:

@@ -1,0 +1,139 @@
+"""Per-key and per-team rpm, tpm and concurrency on one gateway (router/auth/limits.py over the shared limiter)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from providers.mock import estimate_prompt_tokens
+from router.state.memory import MemoryStore
+from tests.conftest import provider_entry, wait_for
+from tests.fakes.upstream import Behaviour
+
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}
+ESTIMATE = estimate_prompt_tokens(CHAT) + 40  # what admission counts before the call
+KEY_A = "limits-key-a-0123456789abcdef"
+KEY_B = "limits-key-b-0123456789abcdef"
+RATELIMIT = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+TOKEN_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
+def limited(upstream: Any, *, key: dict[str, Any] | None = None, team: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Two keys on team ``web``; ``key`` limits go on key A, ``team`` limits on the team."""
+    return {
+        "providers": {"forii": provider_entry(upstream)},
+        "models": {"chat": {"targets": [{"provider": "forii", "model": "forii/deepseek-v3"}]}},
+        "auth": {
+            "teams": {"web": {"limits": team} if team else {}},
+            "keys": {"a": {"key": KEY_A, "team": "web", **({"limits": key} if key else {})}, "b": {"key": KEY_B, "team": "web"}},
+        },
+        **(extra or {}),
+    }
+
+
+async def chat(session: aiohttp.ClientSession, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
+    async with session.post(url + "/v1/chat/completions", json=body or CHAT, headers={"Authorization": f"Bearer {key}"}) as r:
+        payload = await r.json(content_type=None) if r.content_type == "application/json" else await r.text()
+        return r.status, dict(r.headers), payload
+
+
+async def test_key_rpm_refuses_with_429_retry_after_and_openai_headers(make_upstream, start_gateway):
+    forii = await make_upstream("forii")
+    gw = await start_gateway(limited(forii, key={"rpm": 3}))
+    async with aiohttp.ClientSession() as s:
+        answers = [await chat(s, gw.url, KEY_A) for _ in range(4)]
+        other = await chat(s, gw.url, KEY_B)  # key B has no limit of its own, and the team has none
+    assert [a[0] for a in answers] == [200, 200, 200, 429]
+    assert [a[1]["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0", "0"]
+    for _, headers, _ in answers:
+        assert headers["x-ratelimit-limit-requests"] == "3"
+        assert headers["x-ratelimit-reset-requests"].endswith("s")
+        assert not any(h in headers for h in TOKEN_HEADERS)  # no tpm set, so no token headers
+    status, headers, body = answers[-1]
+    assert body["error"]["type"] == "rate_limit_error" and body["error"]["code"] == "rate_limit_exceeded"
+    assert "key:cfg_a (rpm 3)" in body["error"]["message"]
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    assert other[0] == 200 and not any(h in other[1] for h in RATELIMIT)
+    assert len(forii.received) == 4  # three for A, one for B: the refusal never reached the upstream
+
+
+async def test_team_rpm_is_shared_by_its_keys(make_upstream, start_gateway):
+    forii = await make_upstream("forii")
+    gw = await start_gateway(limited(forii, key={"rpm": 100}, team={"rpm": 3}))
+    async with aiohttp.ClientSession() as s:
+        statuses = [(await chat(s, gw.url, key))[0] for key in (KEY_A, KEY_B, KEY_A, KEY_B)]
+        status, headers, body = await chat(s, gw.url, KEY_A)
+    assert statuses == [200, 200, 200, 429]
+    assert status == 429 and "team:web (rpm 3)" in body["error"]["message"]
+    # Key A's own window (100) has more room than the team's (3): the tightest is reported.
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("3", "0")
+    assert "Retry-After" in headers
+    assert len(forii.received) == 3
+
+
+async def test_key_tpm_counts_the_estimate_then_the_real_usage(make_upstream, start_gateway):
+    forii = await make_upstream("forii")
+    tpm = 3 * ESTIMATE
+    # The first answer uses far fewer tokens than estimated, the second far more.
+    forii.then(Behaviour(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+               Behaviour(usage={"prompt_tokens": 1, "completion_tokens": tpm - 5, "total_tokens": tpm - 4}))
+    gw = await start_gateway(limited(forii, key={"tpm": tpm}))
+    async with aiohttp.ClientSession() as s:
+        first = await chat(s, gw.url, KEY_A)
+        assert first[0] == 200
+        assert first[1]["x-ratelimit-remaining-tokens"] == str(tpm - ESTIMATE)  # the estimate, counted before the call
+        second = await chat(s, gw.url, KEY_A)
+        assert second[0] == 200
+        assert second[1]["x-ratelimit-remaining-tokens"] == str(tpm - 2 - ESTIMATE)  # the first was corrected to 2
+        status, headers, body = await chat(s, gw.url, KEY_A)
+    # Now 2 + (tpm - 4) are used: the next estimate does not fit.
+    assert status == 429, body
+    assert "key:cfg_a (tpm" in body["error"]["message"]
+    assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"]) == (str(tpm), "2")
+    assert "Retry-After" in headers
+    assert len(forii.received) == 2
+
+
+async def test_concurrency_is_released_on_success_error_stream_end_and_disconnect(make_upstream, start_gateway):
+    forii = await make_upstream("forii")
+    gw = await start_gateway(limited(forii, team={"concurrency": 2}))
+    store = gw.gateway.routing.store
+    assert isinstance(store, MemoryStore)
+
+    def in_flight() -> int:
+        return store.limiter.usage("team:web")[2]
+
+    async with aiohttp.ClientSession() as s:
+        gate = asyncio.Event()
+        forii.default = Behaviour(gate=gate)
+        held = [asyncio.create_task(chat(s, gw.url, key)) for key in (KEY_A, KEY_B)]
+        await wait_for(lambda: len(forii.received) == 2)
+        status, headers, body = await chat(s, gw.url, KEY_B)
+        assert status == 429 and "team:web (concurrency 2)" in body["error"]["message"]
+        assert headers["Retry-After"] == "1"
+        gate.set()
+        assert [(await t)[0] for t in held] == [200, 200]
+        assert in_flight() == 0  # released on success
+
+        forii.then(Behaviour(status=400))  # a caller's error, returned as is
+        assert (await chat(s, gw.url, KEY_A))[0] == 400
+        assert in_flight() == 0  # released on error
+
+        forii.default = Behaviour()
+        async with s.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"Authorization": f"Bearer {KEY_A}"}) as r:
+            assert r.status == 200
+            await r.read()
+        await wait_for(lambda: in_flight() == 0)  # released at the stream's end
+
+        stream_gate = asyncio.Event()
+        forii.default = Behaviour(gate=stream_gate)
+        r = await s.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"Authorization": f"Bearer {KEY_A}"})
+        await r.content.readline()  # the first chunk arrived; the upstream now holds the stream
+        assert in_flight() == 1
+        r.close()  # the client goes away mid-stream
+        stream_gate.set()
+        await wait_for(lambda: in_flight() == 0)  # released on disconnect
+        forii.default = Behaviour()
+        assert [(await chat(s, gw.url, key))[0] for key in (KEY_A, KEY_B)] == [200, 200]
