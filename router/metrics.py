@@ -2,8 +2,9 @@
 
 Counted from each finished request's ``RequestRecord`` (a record listener:
 in-memory increments only, no I/O), plus collectors read at scrape time:
-per-target health (from the routing engine's state when the gateway has one) and the
-ledger's buffer, journals and writes.
+per-target health (from the routing engine's state when the gateway has one), the
+ledger's buffer, journals and writes, failed authentications, the state
+store's Redis errors and degraded flag, and live reloads.
 
 Label values come only from the route table (alias, provider, model), the
 key table (team) and, for gateways without keys, the metadata key named by
@@ -167,6 +168,32 @@ class _ScrapeTimeCollector(Collector):
         yield journal
         yield written
         yield up
+        yield from _operations(m.gateway)
+
+
+def _operations(gateway: Any) -> Iterator[Metric]:
+    """Auth failures, the routing store's Redis health and live reloads, read from their owners at scrape time."""
+    auth = getattr(gateway, "auth", None)
+    counters = auth.counters() if auth is not None else {}
+    failures = CounterMetricFamily(f"{PREFIX}_auth_failures", "Failed authentication attempts (missing, unknown, revoked key, wrong admin token)")
+    failures.add_metric([], counters.get("auth_failures_total", 0))
+    slowed = CounterMetricFamily(f"{PREFIX}_auth_failures_slowed", "Failed authentication attempts made to wait because their address kept failing")
+    slowed.add_metric([], counters.get("auth_failures_slowed_total", 0))
+    yield from (failures, slowed)
+    routing = getattr(gateway, "routing", None)
+    store = getattr(routing, "store", None)
+    backend = str(getattr(store, "backend", "memory"))
+    errors = CounterMetricFamily(f"{PREFIX}_state_redis_errors", "Shared-state Redis calls that failed or timed out", labels=["backend"])
+    errors.add_metric([backend], int(getattr(store, "redis_errors", 0)))
+    degraded = GaugeMetricFamily(f"{PREFIX}_state_degraded", "1 while Redis is out and this replica routes and limits on local state", labels=["backend"])
+    degraded.add_metric([backend], 1 if getattr(store, "degraded", False) else 0)
+    yield from (errors, degraded)
+    reloader = getattr(gateway, "reloader", None)
+    reloads = CounterMetricFamily(f"{PREFIX}_config_reloads", "routes.yaml reloads that swapped the route table")
+    reloads.add_metric([], int(getattr(reloader, "reloads", 0)))
+    refused = CounterMetricFamily(f"{PREFIX}_config_reload_failures", "routes.yaml reloads refused (the old table kept serving)")
+    refused.add_metric([], int(getattr(reloader, "failures", 0)))
+    yield from (reloads, refused)
 
 
 def _target_states(gateway: Any, targets: list[Target]) -> dict[str, Any]:
