@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from providers.mock import estimate_prompt_tokens
+from router.auth.budget import period_window
 from router.state.memory import MemoryStore
 from tests.conftest import provider_entry, wait_for
 from tests.fakes.upstream import Behaviour
@@ -137,3 +140,36 @@ async def test_concurrency_is_released_on_success_error_stream_end_and_disconnec
         await wait_for(lambda: in_flight() == 0)  # released on disconnect
         forii.default = Behaviour()
         assert [(await chat(s, gw.url, key))[0] for key in (KEY_A, KEY_B)] == [200, 200]
+
+
+# -- limits and budgets together: both or neither, one Redis round trip --------------------
+
+
+async def requests_counted(gw: Any, scope: str) -> int:
+    store = gw.gateway.routing.store
+    if isinstance(store, MemoryStore):
+        return store.limiter.usage(scope)[0]
+    window = await store.client.hgetall(store.key("w", scope))
+    return sum(int(v) for f, v in window.items() if f.startswith(b"r"))
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_budget_refusal_uses_no_rpm_and_a_limit_refusal_reserves_no_budget(make_upstream, start_gateway, redis_url, redis_prefix, backend):
+    forii = await make_upstream("forii")
+    forii.default = Behaviour(usage={"prompt_tokens": 1, "completion_tokens": 40, "total_tokens": 41})  # costs its whole reservation
+    cfg = limited(forii)
+    cfg["models"]["chat"]["targets"][0]["price"] = {"input": 0, "output": 2}  # 40 tokens at most: 80 micro-USD a request
+    cfg["auth"]["keys"]["a"].update(limits={"rpm": 5}, budget={"usd": 0.00016, "period": "day"})  # two requests fit
+    cfg["auth"]["keys"]["b"].update(limits={"rpm": 1}, budget={"usd": 1, "period": "day"})
+    if backend == "redis":
+        cfg["state"] = {"backend": "redis", "url": redis_url, "prefix": redis_prefix}  # the one-round-trip path
+    gw = await start_gateway(cfg)
+    async with aiohttp.ClientSession() as s:
+        assert [(await chat(s, gw.url, KEY_A))[0] for _ in range(3)] == [200, 200, 402]
+        await gw.gateway.auth.drain()
+        assert await requests_counted(gw, "key:cfg_a") == 2  # the 402 took no request from the rpm window
+
+        assert [(await chat(s, gw.url, KEY_B))[0] for _ in range(2)] == [200, 429]
+        await gw.gateway.auth.drain()
+        assert await gw.gateway.auth.book.spent(["spend:key:cfg_b:" + period_window("day", time.time())[0]]) == [80]  # the 429 reserved nothing
+    assert len(forii.received) == 3

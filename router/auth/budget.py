@@ -35,6 +35,7 @@ from router.accounting.pricing import cost_micro_usd, max_cost_micro_usd, to_mic
 from router.accounting.record import RequestRecord
 from router.auth.keys import Budget, Principal
 from router.errors import AuthUnavailable, BudgetExceeded
+from router.state.limiter import Reserve
 
 
 def period_window(period: str, now: float) -> tuple[str, float | None]:
@@ -122,16 +123,25 @@ return 0
 """
 
 
+def _ttls(scopes: list[BudgetScope], now: float) -> list[int]:
+    """Seconds each period counter lives: a day past its period's end (0: a total budget never expires)."""
+    return [math.ceil(s.resets_at - now) + 86400 if s.resets_at is not None else 0 for s in scopes]
+
+
 class RedisBudgetBook:
     def __init__(self, redis: Any, prefix: str) -> None:
         self.redis = redis
         self.base = prefix.rstrip(":") + ":auth:"
         self._reserve = redis.register_script(_RESERVE)
 
+    def counters(self, scopes: list[BudgetScope], amount: int, now: float) -> Reserve:
+        """The reservation as the state store's ``acquire`` carries it beside the key's limits: one round trip for both."""
+        return Reserve(tuple(self.base + s.counter for s in scopes), amount, tuple(s.limit_micro_usd for s in scopes), tuple(_ttls(scopes, now)))
+
     async def reserve(self, scopes: list[BudgetScope], amount: int, now: float) -> int:
         from redis.exceptions import RedisError
 
-        ttls = [math.ceil(s.resets_at - now) + 86400 if s.resets_at is not None else 0 for s in scopes]
+        ttls = _ttls(scopes, now)
         try:
             return int(
                 await self._reserve(keys=[self.base + s.counter for s in scopes], args=[amount, *(s.limit_micro_usd for s in scopes), *ttls])
@@ -178,19 +188,22 @@ async def reserve(book: BudgetBook, principal: Principal, amount: int) -> Reserv
         return None
     failed = await book.reserve(scopes, amount, now)
     if failed:
-        scope = scopes[failed - 1]
-        limit = Decimal(scope.limit_micro_usd) / 1_000_000
-        cost = Decimal(amount) / 1_000_000
-        if scope.resets_at is None:
-            when, headers = "it does not reset (a total budget)", {}
-        else:
-            when, headers = f"it resets at {_utc(scope.resets_at)}", {"Retry-After": str(max(1, math.ceil(scope.resets_at - now)))}
-        raise BudgetExceeded(
-            f"the budget of {scope.label} (${limit} per {scope.resets_at and 'period' or 'lifetime'}) cannot cover this request's "
-            f"maximum cost of ${cost}; {when}. Lower max_tokens or ask for a larger budget.",
-            headers=headers,
-        )
+        raise budget_refusal(scopes[failed - 1], amount, now)
     return Reservation(book, scopes, amount)
+
+
+def budget_refusal(scope: BudgetScope, amount: int, now: float) -> BudgetExceeded:
+    limit = Decimal(scope.limit_micro_usd) / 1_000_000
+    cost = Decimal(amount) / 1_000_000
+    if scope.resets_at is None:
+        when, headers = "it does not reset (a total budget)", {}
+    else:
+        when, headers = f"it resets at {_utc(scope.resets_at)}", {"Retry-After": str(max(1, math.ceil(scope.resets_at - now)))}
+    return BudgetExceeded(
+        f"the budget of {scope.label} (${limit} per {scope.resets_at and 'period' or 'lifetime'}) cannot cover this request's "
+        f"maximum cost of ${cost}; {when}. Lower max_tokens or ask for a larger budget.",
+        headers=headers,
+    )
 
 
 def output_bound(body: dict[str, Any], default: int) -> tuple[int, bool]:

@@ -77,6 +77,21 @@ class Refusal:
         return f"over limit {self.scope} {self.limit}"
 
 
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Plain counters raised by ``amount`` in the same atomic step as a Redis ``acquire``, only if each stays within its bound.
+
+    Access control's budgets ride on the limiter's call this way, so a
+    request with key limits and a budget costs one round trip, not two.
+    The caller owns the counters' names (full Redis keys) and their meaning.
+    """
+
+    keys: tuple[str, ...]
+    amount: int
+    bounds: tuple[int, ...]
+    ttls: tuple[int, ...]  # seconds; 0 = no expiry
+
+
 def new_lease() -> str:
     return os.urandom(8).hex()
 

@@ -20,9 +20,11 @@ Times inside scripts come from Redis's own clock (``TIME``), so replicas with
 skewed clocks share one window.
 
 Round trips: ``admit`` is one EVALSHA (it picks the first admissible
-candidate and counts it); ``report`` is one EVALSHA in a background task;
-``snapshot`` answers from a local copy at most ``CACHE_TTL`` old and
-refreshes it in the background.  Every call has ``state.timeout``; on an
+candidate and counts it); ``acquire`` is one EVALSHA, which also raises a
+``Reserve``'s counters (access control's budgets) when given one;
+``report`` is one EVALSHA in a background task; ``snapshot`` answers
+from a local copy at most ``CACHE_TTL`` old and refreshes it in the
+background.  Every call has ``state.timeout``; on an
 error or timeout the store counts it (``redis_errors``), logs once, serves
 from its in-process ``MemoryStore`` and pings Redis in the background until
 it answers again, then goes back to shared state by itself.
@@ -40,7 +42,7 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from router.config import StateSettings
-from router.state.limiter import LIMITER_LUA, WINDOW_SECONDS, Grant, Refusal, ScopeCount, ScopeLimit, new_lease
+from router.state.limiter import LIMITER_LUA, WINDOW_SECONDS, Grant, Refusal, Reserve, ScopeCount, ScopeLimit, new_lease
 from router.state.memory import MemoryStore
 from router.state.store import Admission, Claim, Outcome, ScopeUsage, StateStore, TargetState
 
@@ -202,19 +204,39 @@ end
 return out
 """
 
-# KEYS: (window, leases) per scope.  ARGV: lease, lease_ms, tokens, n, (rpm, tpm, conc) per scope.
-# Returns {admitted 0/1, now ms, refused scope index, limit, retry ms}, then per scope
-# (requests, tokens, oldest second) as this call left the window: the x-ratelimit-* headers.
+# KEYS: (window, leases) per scope, then the reserve's counters.
+# ARGV: lease, lease_ms, tokens, n, (rpm, tpm, conc) per scope, then optionally
+#       m, amount, bound per counter, ttl seconds per counter (0 = none).
+# Counters first (a budget refusal counts nothing), then the scopes; all or nothing.
+# Returns {admitted 0/1, now ms, refused index, limit ('reserve' for a counter), retry ms},
+# then per scope (requests, tokens, oldest second) as this call left the window.
 ACQUIRE_LUA = LIMITER_LUA + r"""
 local now = now_ms()
 local now_s = math.floor(now / 1000)
 local n, tokens = tonumber(ARGV[4]), tonumber(ARGV[3])
-local r = check_scopes(1, 5, n, tokens, now)
+local at = 5 + 3 * n
+local m = tonumber(ARGV[at] or '0')
+local amount = tonumber(ARGV[at + 1] or '0')
+local r = nil
+for j = 1, m do
+  local used = tonumber(redis.call('GET', KEYS[2 * n + j]) or '0')
+  if used + amount > tonumber(ARGV[at + 1 + j]) then
+    r = {j - 1, 'reserve', 0}
+    break
+  end
+end
+if not r then r = check_scopes(1, 5, n, tokens, now) end
 local out
 if r then
   out = {0, now, r[1], r[2], r[3]}
 else
   take_scopes(1, n, tokens, now, ARGV[1], tonumber(ARGV[2]))
+  for j = 1, m do
+    local key = KEYS[2 * n + j]
+    redis.call('INCRBY', key, amount)
+    local ttl = tonumber(ARGV[at + 1 + m + j])
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  end
   out = {1, now, -1, '', 0}
 end
 for i = 0, n - 1 do
@@ -319,14 +341,27 @@ class RedisStore(StateStore):
 
     # -- the limiter --------------------------------------------------------------
 
-    async def acquire(self, limits: Sequence[ScopeLimit], tokens: int, lease_ttl: float) -> Grant | Refusal:
+    async def acquire(self, limits: Sequence[ScopeLimit], tokens: int, lease_ttl: float, reserve: Reserve | None = None) -> Grant | Refusal:
+        """As ``StateStore.acquire``; with ``reserve``, its counters are raised in the same step, or nothing is.
+
+        A reserve (budgets) must never be counted on local state: with one,
+        a Redis failure raises ``RedisUnavailable`` instead of falling back.
+        A refusal by a reserve counter reads ``limit == "reserve"`` and
+        ``scope`` is that counter's key.
+        """
         lease = new_lease()
-        args = [lease, int(lease_ttl * 1000), tokens, len(limits)]
+        keys = self._scope_keys(limits)
+        args: list[Any] = [lease, int(lease_ttl * 1000), tokens, len(limits)]
         for limit in limits:
             args += _limit_args(limit)
+        if reserve is not None:
+            keys += reserve.keys
+            args += [len(reserve.keys), reserve.amount, *reserve.bounds, *reserve.ttls]
         try:
-            result = await self._call(lambda: self._acquire(keys=self._scope_keys(limits), args=args))
+            result = await self._call(lambda: self._acquire(keys=keys, args=args))
         except RedisUnavailable:
+            if reserve is not None:
+                raise
             return self.local.limiter.acquire(limits, tokens, lease_ttl)
         now_ms = int(result[1])
         counts = tuple(
@@ -334,7 +369,9 @@ class RedisStore(StateStore):
             for i, limit in enumerate(limits)
         )
         if int(result[0]) == 0:
-            return Refusal(limits[int(result[2])].scope, _text(result[3]), max(0.0, int(result[4]) / 1000), counts)
+            which, index = _text(result[3]), int(result[2])
+            scope = reserve.keys[index] if which == "reserve" and reserve is not None else limits[index].scope
+            return Refusal(scope, which, max(0.0, int(result[4]) / 1000), counts)
         return Grant(lease, tuple(limit.scope for limit in limits), now_ms // 1000, tokens, counts=counts)
 
     def release(self, grant: Grant, actual_tokens: int | None = None) -> None:
