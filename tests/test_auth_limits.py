@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -12,7 +13,9 @@ import pytest
 from providers.mock import estimate_prompt_tokens
 from router.auth.budget import period_window
 from router.state.memory import MemoryStore
+from router.state.redis_store import RedisStore
 from tests.conftest import provider_entry, wait_for
+from tests.fakes.redis_proxy import RedisProxy
 from tests.fakes.upstream import Behaviour
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}
@@ -173,3 +176,36 @@ async def test_a_budget_refusal_uses_no_rpm_and_a_limit_refusal_reserves_no_budg
         await gw.gateway.auth.drain()
         assert await gw.gateway.auth.book.spent(["spend:key:cfg_b:" + period_window("day", time.time())[0]]) == [80]  # the 429 reserved nothing
     assert len(forii.received) == 3
+
+
+@pytest.fixture
+async def redis_proxy(redis_url: str) -> AsyncIterator[RedisProxy]:
+    proxy = await RedisProxy().start()
+    yield proxy  # set up before start_gateway, so torn down after the gateway has closed its connections
+    await proxy.stop()
+
+
+async def test_a_request_with_key_limits_and_a_budget_costs_two_redis_round_trips_before_the_upstream(redis_proxy, make_upstream, start_gateway, redis_prefix):
+    forii = await make_upstream("forii")
+    cfg = limited(forii, key={"rpm": 100, "tpm": 100_000, "concurrency": 4}, team={"rpm": 100})
+    cfg["models"]["chat"]["targets"][0]["price"] = {"input": 1, "output": 2}
+    cfg["auth"]["keys"]["a"]["budget"] = {"usd": 1, "period": "day"}
+    cfg["auth"]["teams"]["web"]["budget"] = {"usd": 1, "period": "month"}
+    cfg["state"] = {"backend": "redis", "url": redis_proxy.url, "prefix": redis_prefix}
+    gw = await start_gateway(cfg)
+    store = gw.gateway.routing.store
+    assert isinstance(store, RedisStore)
+    async with aiohttp.ClientSession() as s:
+        assert (await chat(s, gw.url, KEY_A))[0] == 200  # scripts loaded, the key's record cached
+        await gw.gateway.auth.drain()
+        await store.tasks.drain()
+        gate = asyncio.Event()
+        forii.default = Behaviour(gate=gate)
+        redis_proxy.commands.clear()
+        held = asyncio.create_task(chat(s, gw.url, KEY_A))
+        await wait_for(lambda: len(forii.received) == 2)
+        before_upstream = [c for c in redis_proxy.commands if c != ("EVALSHA", store._snapshot.sha)]  # a background refresh, never awaited
+        gate.set()
+        assert (await held)[0] == 200
+    # Key and team limits with key and team budgets: one call; routing's admit: the other.
+    assert before_upstream == [("EVALSHA", store._acquire.sha), ("EVALSHA", store._admit.sha)]
