@@ -9,7 +9,9 @@ written once in ``router/routing/health.py`` and ``router/state/limiter.py``.
 
 The request path calls the store twice: ``admit`` (awaited, at most one
 Redis round trip, before the upstream call) and ``report`` (not awaited: it
-runs as a tracked background task after the call).  ``snapshot`` never waits
+runs as a tracked background task after the call).  A key or team with
+limits adds ``acquire`` (one round trip, carrying the budget reservation
+too) before, and ``release`` (background) after.  ``snapshot`` never waits
 on the network; it returns the last state it read and refreshes in the
 background.
 """
