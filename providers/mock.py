@@ -58,10 +58,17 @@ class MockResponse:
         return self._body
 
     async def events(self) -> AsyncIterator[bytes]:
+        async for batch in self.event_batches():
+            for event in batch:
+                yield event
+
+    async def event_batches(self) -> AsyncIterator[list[bytes]]:
+        if not self._chunk_delay:  # all of it is there at once, as from a fast upstream
+            yield list(self._events or ())
+            return
         for event in self._events or ():
-            if self._chunk_delay:
-                await asyncio.sleep(self._chunk_delay)
-            yield event
+            await asyncio.sleep(self._chunk_delay)
+            yield [event]
 
     def close(self) -> None:
         pass

@@ -9,6 +9,7 @@ Middlewares, each with one concern:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -99,7 +100,8 @@ async def readyz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     checks = {"config": gateway.table is not None, "upstream_session": gateway.transport.is_open, "accepting": gateway.ready}
     ready = all(checks.values())
-    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+    # pid: which worker answered, when `serve --workers N` runs several on one port.
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks, "pid": os.getpid()}, status=200 if ready else 503)
 
 
 def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Application:

