@@ -158,10 +158,11 @@ async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
         into.append(line.decode("utf-8", "replace").rstrip("\n"))
 
 
-async def _ready(url: str) -> bool:
+async def _ready(url: str, pid: int | None = None) -> bool:
+    """Ready, and (given ``pid``) answered by that process: a free port can be taken by another in between."""
     try:
         async with aiohttp.ClientSession() as session, session.get(url + "/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
-            return r.status == 200
+            return r.status == 200 and (pid is None or (await r.json()).get("pid") == pid)
     except (TimeoutError, aiohttp.ClientError):
         return False
 
@@ -187,7 +188,9 @@ async def spawn_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
         started.append(gp)
         if wait_ready:
             try:
-                await wait_for(lambda: _ready(gp.url), timeout=20, interval=0.05)
+                # With --workers the answering processes are the parent's children.
+                pid = None if "--workers" in args else proc.pid
+                await wait_for(lambda: _ready(gp.url, pid), timeout=20, interval=0.05)
             except AssertionError:
                 raise AssertionError("gateway process did not become ready; it printed:\n" + "\n".join(gp.output)) from None
         return gp
