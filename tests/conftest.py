@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -206,3 +207,34 @@ async def spawn_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
                 await gp.proc.wait()
         if gp.reader is not None:
             await gp.reader
+
+
+async def start_redis_server(port: int, workdir: Path | None = None) -> asyncio.subprocess.Process:
+    """A throwaway redis-server of the test's own on ``port``: never the shared one on 6379.
+
+    With ``workdir`` it persists (append-only, fsync always), so a restart keeps its data.
+    """
+    server = shutil.which("redis-server")
+    if server is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed and CI=true")
+        pytest.skip("redis-server is not installed")
+    persistence = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)] if workdir else ["--appendonly", "no"]
+    proc = await asyncio.create_subprocess_exec(
+        server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+
+    async def answers() -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.write(b"PING\r\n")
+        ok = (await reader.read(16)).startswith(b"+PONG")
+        writer.close()
+        await writer.wait_closed()
+        return ok
+
+    await wait_for(answers, timeout=10, interval=0.05)
+    return proc

@@ -10,8 +10,6 @@ import asyncio
 import csv
 import io
 import json
-import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,7 +26,7 @@ from router.accounting.sinks.redis import RedisSink
 from router.accounting.sinks.sqlite import SqliteSink
 from router.accounting.usage import GROUP_KEYS, UsageRow, aggregate
 from router.server import start_server
-from tests.conftest import ADMIN_HEADERS, PROJECT_ROOT, free_port, table_from, wait_for
+from tests.conftest import ADMIN_HEADERS, PROJECT_ROOT, free_port, start_redis_server, table_from, wait_for
 from tests.ledger_mix import Expected, build_config, make_upstreams, plan, run_mix, totals_by_team_model
 
 FAR_FUTURE = time.time() + 86400
@@ -223,29 +220,6 @@ async def test_sqlite_locked_partway_and_a_restart_lose_nothing_and_count_nothin
             await first.stop()
 
 
-async def start_redis(port: int, workdir: Path) -> asyncio.subprocess.Process:
-    """A throwaway redis-server of this test's own (never the shared one on 6379), persisting to ``workdir``."""
-    server = shutil.which("redis-server")
-    if server is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed and CI=true")
-        pytest.skip("redis-server is not installed")
-    proc = await asyncio.create_subprocess_exec(
-        server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-
-    async def answers() -> bool:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        writer.close()
-        await writer.wait_closed()
-        return True
-
-    await wait_for(answers, timeout=10)
-    return proc
 
 
 async def stop_redis(proc: asyncio.subprocess.Process) -> None:
@@ -258,7 +232,7 @@ async def test_redis_stopped_partway_and_a_restart_lose_nothing_and_count_nothin
     port = free_port()
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
-    redis = await start_redis(port, redis_dir)
+    redis = await start_redis_server(port, redis_dir)
     ups = await make_upstreams(make_upstream)
     sink_config = {"kind": "redis", "url": f"redis://127.0.0.1:{port}/0", "prefix": redis_prefix.rstrip(":"), "timeout": 0.2}
     config = build_config(ups, {"sinks": [sink_config], "journal_dir": str(tmp_path / "journal")})
@@ -283,7 +257,7 @@ async def test_redis_stopped_partway_and_a_restart_lose_nothing_and_count_nothin
         expected += await run_mix(second.url, plan(168, 336))
         await wait_for(lambda: ledger.accepted == 168, timeout=10)
         await ledger.flush()
-        redis = await start_redis(port, redis_dir)
+        redis = await start_redis_server(port, redis_dir)
         await wait_for(lambda: not ledger.pending_in_journals, timeout=15)
         sink = ledger.query_sink()
         assert isinstance(sink, RedisSink)

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ADMIN_HEADERS, free_port, provider_entry, wait_for
+from tests.conftest import ADMIN_HEADERS, free_port, provider_entry, start_redis_server, wait_for
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -131,27 +131,6 @@ async def test_falling_remaining_requests_shift_traffic_before_any_429(make_upst
     assert traces[0] == "up0/m0=ok" and traces[-1].endswith("up1/m1=ok")
 
 
-async def _start_redis(port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-
-    async def answers() -> bool:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        writer.write(b"PING\r\n")
-        ok = (await reader.read(16)).startswith(b"+PONG")
-        writer.close()
-        await writer.wait_closed()
-        return ok
-
-    await wait_for(answers, timeout=10, interval=0.05)
-    return proc
-
-
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()
@@ -160,7 +139,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 async def test_redis_stopped_mid_run_keeps_traffic_flowing_and_shared_state_resumes(make_upstream, spawn_gateway, redis_prefix, session):
     port = free_port()  # a throwaway Redis: the shared one on 6379 is never stopped
-    redis_proc = await _start_redis(port)
+    redis_proc = await start_redis_server(port)
     try:
         up = await make_upstream("openai")
         cfg = routes([(up, {"limits": {"rpm": 1000}})], {"url": f"redis://127.0.0.1:{port}/0", "prefix": redis_prefix, "timeout": 0.2})
@@ -182,7 +161,7 @@ async def test_redis_stopped_mid_run_keeps_traffic_flowing_and_shared_state_resu
             assert state["degraded"] is True and state["redis_errors"] > 0
             assert sum("Redis state unavailable" in line for line in replica.output) == 1  # logged once
 
-        redis_proc = await _start_redis(port)
+        redis_proc = await start_redis_server(port)
 
         async def both_back() -> bool:
             states = [(await admin(session, r.url))["state"]["degraded"] for r in (a, b)]

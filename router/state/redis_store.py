@@ -290,6 +290,8 @@ class RedisStore(StateStore):
         self._known: dict[str, Claim] = {}
         self._refreshing = False
         self._probe: asyncio.Task[None] | None = None
+        # Reports waiting for the next pipelined flush: (keys, args, claim, outcome).
+        self._reports: list[tuple[list[str], list[Any], Claim, Outcome]] = []
 
     # -- keys -------------------------------------------------------------------
 
@@ -446,14 +448,32 @@ class RedisStore(StateStore):
             int(rules.window), int(rules.cooldown * 1000), TARGET_TTL_MS,
         ]
 
-        async def send() -> None:
-            try:
-                await self._call(lambda: self._report(keys=keys, args=args))
-            except RedisUnavailable:
-                # The lease expires on its own; keep what the call taught us locally.
-                self.local.health_for(claim.target).fold(outcome, rules, time.time())
+        self._reports.append((keys, args, claim, outcome))
+        if len(self._reports) == 1:  # the first of a batch schedules its flush
+            self.tasks.spawn(self._flush_reports(), "state report")
 
-        self.tasks.spawn(send(), "state report")
+    async def _flush_reports(self) -> None:
+        """Send every report queued by now in one pipelined round trip.
+
+        Under load many requests end in the same loop turn; one pipeline of
+        their reports costs one round trip and one parse instead of one each.
+        """
+        await asyncio.sleep(0)  # let the other requests ending in this turn join the batch
+        batch, self._reports = self._reports, []
+
+        async def send() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys, args, _, _ in batch:
+                    await self._report(keys=keys, args=args, client=pipe)
+                await pipe.execute()
+
+        try:
+            await self._call(send)
+        except RedisUnavailable:
+            # Leases expire on their own; keep what the calls taught us locally.
+            now = time.time()
+            for _, _, claim, outcome in batch:
+                self.local.health_for(claim.target).fold(outcome, claim.rules, now)
 
     def snapshot(self, claims: Sequence[Claim]) -> dict[str, TargetState]:
         self._remember(claims)
