@@ -5,7 +5,9 @@
     │   ├── BodyTooLarge              413
     │   ├── UnknownModel              404 model_not_found
     │   ├── OverPriceCeiling          400 price_ceiling_exceeded (every candidate above max_price)
-    │   └── ConfigRejected            422 invalid_config (POST /admin/reload with a file `check` refuses)
+    │   ├── ConfigRejected            422 invalid_config (POST /admin/reload with a file `check` refuses)
+    │   ├── NotFound                  404 not_found (an admin API object that does not exist)
+    │   └── Conflict                  409 conflict (an admin change the current state forbids)
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error
     ├── RateLimited                   429 rate_limit_error
@@ -84,6 +86,16 @@ class ConfigRejected(InvalidRequest):
 class BodyTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
+
+
+class NotFound(InvalidRequest):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(InvalidRequest):
+    status = 409
+    code = "conflict"
 
 
 class UnknownModel(InvalidRequest):

@@ -29,20 +29,8 @@ from router.auth.budget import budget_scopes
 from router.auth.keys import Principal, Team, VirtualKey, generate_key, hash_key, key_hint, new_key_id
 from router.auth.settings import KEY_FIELDS, TEAM_FIELDS, check_name, names_alias, parse_key_fields, parse_team
 from router.config import _Reader
-from router.errors import GatewayError, InvalidRequest
+from router.errors import Conflict, InvalidRequest, NotFound
 from router.gateway import GATEWAY, Gateway
-
-
-class Conflict(GatewayError):
-    status = 409
-    type = "invalid_request_error"
-    code = "conflict"
-
-
-class NotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
