@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from router.config import StateSettings
 from router.state.limiter import LIMITER_LUA, WINDOW_SECONDS, Grant, Refusal, Reserve, ScopeCount, ScopeLimit, new_lease
@@ -462,10 +462,21 @@ class RedisStore(StateStore):
         batch, self._reports = self._reports, []
 
         async def send() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for keys, args, _, _ in batch:
-                    await self._report(keys=keys, args=args, client=pipe)
-                await pipe.execute()
+            # Plain EVALSHA, not Script objects: a pipeline holding Script objects asks
+            # SCRIPT EXISTS before every execute, one more round trip per flush.
+            for attempt in range(2):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for keys, args, _, _ in batch:
+                        pipe.evalsha(self._report.sha, len(keys), *keys, *args)
+                    try:
+                        await pipe.execute()
+                        return
+                    except NoScriptError:
+                        if attempt:
+                            raise
+                        # Redis restarted or was flushed: every command of the batch failed alike,
+                        # none ran, so load the script and send the batch again.
+                        self._report.sha = await self.client.script_load(REPORT_LUA)
 
         try:
             await self._call(send)
