@@ -1,9 +1,9 @@
 """The request path, one rung per concern.
 
     handle_completion          parse once, keep one RequestRecord, account at the end
-    -> admit                   auth/admission.py: allowed aliases, limits, budget reservation
-    -> resolve_candidates      routing/candidates.py: aliases, fallbacks, the request's models
+    -> eligible_candidates     routing/candidates.py: aliases, fallbacks, the request's models;
                                routing/ceiling.py: drop what is over the request's max_price
+    -> admit                   auth/admission.py: allowed aliases, limits, budget reservation
     -> send_with_fallback      routing/engine.py orders them by strategy and admits one against
                                shared state (circuit, cooldown, quota, limits); stop at the first
                                answer or a caller's 4xx
@@ -31,6 +31,7 @@ from router.accounting.estimate import answer_text, estimate_usage
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
 from router.auth.admission import Admission, admit
 from router.auth.admission import finish as finish_admission
+from router.config import RouteTable
 from router.errors import (
     CALLER_FAULT_STATUSES,
     AllCandidatesFailed,
@@ -85,19 +86,8 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
     try:
         raw = await read_body(request, table.server.max_body_bytes)
         req = parse_request(op, raw, record.request_id)
-        record.stream, record.requested_models = req.stream, req.models
-        record.user = req.body.get("user") if isinstance(req.body.get("user"), str) else None
-        record.metadata, record.tags = request_metadata(req.metadata, request.headers)
-        if table.logging.bodies:  # opt-in only (logging.bodies): prompts are the client's data
-            record.extra["prompt"] = req.body.get("messages", req.body.get("prompt"))
-        candidates, skipped = resolve_candidates(table, req)
-        for skip in skipped:
-            record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))
-        candidates, over_price = apply_ceiling(candidates, req.body)
-        for candidate, reason in over_price:
-            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, f"skipped: {reason}"))
-        if not candidates:
-            raise ceiling_error(req.body, over_price, router_headers(req, record, None))
+        describe_request(record, req, request, table)
+        candidates = eligible_candidates(table, req, record)
         admission = await admit(request, gateway, table, req, len(raw), candidates, record)
         response = await send_with_fallback(request, gateway, req, admission.candidates, record)
         record.finish(response.status)
@@ -112,6 +102,28 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
     finally:
         finish_admission(gateway, admission, record)
         gateway.account(record)
+
+
+def describe_request(record: RequestRecord, req: ClientRequest, request: web.Request, table: RouteTable) -> None:
+    """What the ledger and the logs will say about who asked for what."""
+    record.stream, record.requested_models = req.stream, req.models
+    record.user = req.body.get("user") if isinstance(req.body.get("user"), str) else None
+    record.metadata, record.tags = request_metadata(req.metadata, request.headers)
+    if table.logging.bodies:  # opt-in only (logging.bodies): prompts are the client's data
+        record.extra["prompt"] = req.body.get("messages", req.body.get("prompt"))
+
+
+def eligible_candidates(table: RouteTable, req: ClientRequest, record: RequestRecord) -> list[Candidate]:
+    """The route table's candidates for this request, less those it cannot take or may not afford."""
+    candidates, skipped = resolve_candidates(table, req)
+    for skip in skipped:
+        record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))
+    candidates, over_price = apply_ceiling(candidates, req.body)
+    for candidate, reason in over_price:
+        record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, f"skipped: {reason}"))
+    if not candidates:
+        raise ceiling_error(req.body, over_price, router_headers(req, record, None))
+    return candidates
 
 
 def _attempt_lines(record: RequestRecord) -> list[str]:
