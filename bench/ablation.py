@@ -89,7 +89,6 @@ def main() -> None:
                 print(f"{label:24s} {rps:8.0f}  {rps / base:6.2f}", flush=True)
     finally:
         _delete_prefix(args.redis_url, prefix)
-        _delete_prefix(args.redis_url, "{" + prefix)
 
 
 if __name__ == "__main__":

@@ -141,11 +141,12 @@ def rss_mb(pid: int) -> float:
 
 
 def _delete_prefix(redis_url: str, prefix: str) -> int:
+    """Delete the run's keys: the state store wraps its prefix in a hash tag ({prefix}:...), the ledger does not."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000)) + list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
         if keys:
             client.delete(*keys)
         return len(keys)

@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,12 +111,36 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+TEST_NAMESPACE = "llmrtest:"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_test_keys() -> Iterator[None]:
+    """At the end of the run, delete what is left under the tests' own namespace.
+
+    A gateway stopped after its test's ``redis_prefix`` teardown flushes its last
+    state reports on the way out, writing a key or two again; they are ours to remove.
+    """
+    yield
+    if not _redis_answers():
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"*{TEST_NAMESPACE}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     """A key prefix of this test's own; only keys under it are deleted afterwards."""
     import redis.asyncio as aioredis
 
-    prefix = f"llmrtest:{uuid.uuid4().hex[:12]}:"
+    prefix = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:12]}:"
     yield prefix
     client = aioredis.from_url(redis_url)
     try:
