@@ -99,6 +99,20 @@ def usage_from_openai(raw: Any) -> Usage | None:
     )
 
 
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """A prompt's size in tokens before any provider has counted it: four characters a token.
+
+    One rule for every guess the gateway makes (limits and budgets before a
+    call, the ledger where a provider reported nothing, the mock's usage).
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        chars = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
+    else:
+        chars = len(str(body.get("prompt", "")))
+    return max(1, chars // 4)
+
+
 @dataclass(frozen=True, slots=True)
 class ResponseContext:
     """What the gateway knows about an attempt that an adapter needs to label its output."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from providers.base import UpstreamCall
+from providers.base import UpstreamCall, estimate_prompt_tokens
 from providers.openai import OpenAIAdapter
 
 _WORDS = ("The", "gateway", "answered", "this", "from", "the", "built-in", "mock", "provider", "with", "no", "keys.")
@@ -35,15 +35,6 @@ _STATUS_DIRECTIVE = re.compile(r"\[mock-status (\d{3})\]")
 class MockAdapter(OpenAIAdapter):
     kind = "mock"
     default_base_url = "mock://local"
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        chars = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
-    else:
-        chars = len(str(body.get("prompt", "")))
-    return max(1, chars // 4)
 
 
 class MockResponse:

@@ -47,12 +47,20 @@ def _print_table(table: RouteTable) -> None:
             print(f"    then: {', '.join(alias.fallbacks)}")
 
 
-def check(args: argparse.Namespace) -> int:
+def _load_or_report(path: str, *, count: bool = False) -> RouteTable | None:
+    """The route table, or ``None`` with every mistake printed to stderr (the same lines everywhere)."""
     try:
-        table = load_table(args.config)
+        return load_table(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        print(f"{len(exc.issues)} problem(s) found", file=sys.stderr)
+        if count:
+            print(f"{len(exc.issues)} problem(s) found", file=sys.stderr)
+        return None
+
+
+def check(args: argparse.Namespace) -> int:
+    table = _load_or_report(args.config, count=True)
+    if table is None:
         return 1
     _print_table(table)
     return 0
@@ -99,10 +107,8 @@ async def _serve(table: RouteTable, host: str | None, port: int | None, watch: f
 
 
 def serve(args: argparse.Namespace) -> int:
-    try:
-        table = load_table(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    table = _load_or_report(args.config)
+    if table is None:
         return 1
     configure_logging(table.logging)
     watch = args.watch_interval if args.watch else None
@@ -170,10 +176,8 @@ def _serve_workers(table: RouteTable, host: str | None, port: int, watch: float 
 def usage(args: argparse.Namespace) -> int:
     from router.accounting.usage_cli import print_usage
 
-    try:
-        table = load_table(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    table = _load_or_report(args.config)
+    if table is None:
         return 1
     return asyncio.run(print_usage(table, args.since, args.until, args.by, args.format))
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from providers.base import estimate_prompt_tokens
 from router.errors import InvalidRequest
 from router.operations import Operation
 
@@ -31,6 +32,14 @@ class ClientRequest:
     include_usage: bool
     request_id: str
     received_at: float = field(default_factory=time.monotonic)
+    _prompt_tokens: int | None = None
+
+    @property
+    def prompt_tokens_estimate(self) -> int:
+        """Walked once per request, though ordering, every admission and auth all ask."""
+        if self._prompt_tokens is None:
+            self._prompt_tokens = estimate_prompt_tokens(self.body)
+        return self._prompt_tokens
 
     @property
     def max_output_tokens(self) -> int | None:

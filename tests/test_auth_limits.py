@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from providers.mock import estimate_prompt_tokens
+from providers.base import estimate_prompt_tokens
 from router.auth.budget import period_window
 from router.state.memory import MemoryStore
 from router.state.redis_store import RedisStore

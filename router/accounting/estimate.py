@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.base import Usage
-from providers.mock import estimate_prompt_tokens
+from providers.base import Usage, estimate_prompt_tokens
 
 
 def answer_text(answer: dict[str, Any]) -> str:

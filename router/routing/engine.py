@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from providers.mock import estimate_prompt_tokens
 from router.accounting.record import RequestRecord
 from router.config import Target
 from router.request import ClientRequest
@@ -44,7 +43,7 @@ def target_limits(target: Target) -> tuple[ScopeLimit, ...]:
 
 
 def estimate_tokens(req: ClientRequest) -> int:
-    return estimate_prompt_tokens(req.body) + (req.max_output_tokens or DEFAULT_OUTPUT_TOKENS)
+    return req.prompt_tokens_estimate + (req.max_output_tokens or DEFAULT_OUTPUT_TOKENS)
 
 
 @dataclass(slots=True)
