@@ -79,7 +79,12 @@ def base_config(port: int, upstream_url: str, redis_url: str, redis_prefix: str)
         "version": 1,
         "server": {"host": "127.0.0.1", "port": port},
         "state": {"backend": "redis", "url": redis_url, "prefix": redis_prefix},
-        "providers": {"nginx-a": provider("/v1"), "nginx-b": provider("/v1"), "nginx-stream-a": provider("/stream/v1"), "nginx-stream-b": provider("/stream/v1")},
+        "providers": {
+            "nginx-a": provider("/v1"),
+            "nginx-b": provider("/v1"),
+            "nginx-stream-a": provider("/stream/v1"),
+            "nginx-stream-b": provider("/stream/v1"),
+        },
         "models": {"bench": route("nginx-"), "bench-stream": route("nginx-stream-")},
     }
 

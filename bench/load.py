@@ -141,7 +141,9 @@ async def _one_stream(session: aiohttp.ClientSession, target: StreamTarget, head
     return first, chunks
 
 
-async def _drive_streams(targets: dict[str, StreamTarget], authorization: str, latency_streams: int, load_streams: int, concurrency: int, rounds: int, budget_s: float) -> None:
+async def _drive_streams(
+    targets: dict[str, StreamTarget], authorization: str, latency_streams: int, load_streams: int, concurrency: int, rounds: int, budget_s: float
+) -> None:
     headers = {"Content-Type": "application/json", **({"Authorization": authorization} if authorization else {})}
     started = time.monotonic()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
@@ -179,8 +181,14 @@ async def _stream_load(session: aiohttp.ClientSession, target: StreamTarget, hea
 
 
 def run_streams(
-    targets: dict[str, tuple[str, bytes]], *, authorization: str = "", latency_streams: int = 200, load_streams: int = 1000,
-    concurrency: int = 16, rounds: int = 1, budget_s: float = 60.0,
+    targets: dict[str, tuple[str, bytes]],
+    *,
+    authorization: str = "",
+    latency_streams: int = 200,
+    load_streams: int = 1000,
+    concurrency: int = 16,
+    rounds: int = 1,
+    budget_s: float = 60.0,
 ) -> dict[str, StreamResult]:
     """Both stream figures for every target, bounded by stream counts and by ``budget_s`` in all."""
     import uvloop

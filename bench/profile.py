@@ -81,15 +81,24 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url, gateway, work / "gateway.log")
             collapsed = RESULTS / f"profile-{args.upstream}{'-stream' if args.stream else ''}.txt"
-            recorder = subprocess.Popen([spy, "record", "--pid", str(gateway.pid), "--duration", str(args.seconds), "--format", "raw", "--output", str(collapsed), "--rate", "250"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            recorder = subprocess.Popen(
+                [spy, "record", "--pid", str(gateway.pid), "--duration", str(args.seconds), "--format", "raw", "--output", str(collapsed), "--rate", "250"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             auth = f"Bearer {BENCH_KEY}"
             if args.stream:
-                load = threading.Thread(target=run_streams, args=({"gateway": (url + "/v1/chat/completions", stream_body("bench-stream"))},),
-                                        kwargs={"authorization": auth, "latency_streams": 0, "load_streams": 10**6, "budget_s": args.seconds + 1})
+                load = threading.Thread(
+                    target=run_streams,
+                    args=({"gateway": (url + "/v1/chat/completions", stream_body("bench-stream"))},),
+                    kwargs={"authorization": auth, "latency_streams": 0, "load_streams": 10**6, "budget_s": args.seconds + 1},
+                )
             else:
-                load = threading.Thread(target=run_wrk, args=(url + "/v1/chat/completions", json_body("bench")),
-                                        kwargs={"connections": 64, "seconds": args.seconds + 1, "authorization": auth})
+                load = threading.Thread(
+                    target=run_wrk,
+                    args=(url + "/v1/chat/completions", json_body("bench")),
+                    kwargs={"connections": 64, "seconds": args.seconds + 1, "authorization": auth},
+                )
             load.start()
             load.join()
             _, err = recorder.communicate(timeout=60)

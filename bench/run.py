@@ -207,7 +207,14 @@ def _fmt(value: float, digits: int = 2) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def render(results: dict[str, dict[str, Any]], rss: dict[str, float], checks: list[dict[str, Any]], errors: dict[str, dict[str, int]], features: list[Feature], long_run: dict[str, Any]) -> str:
+def render(
+    results: dict[str, dict[str, Any]],
+    rss: dict[str, float],
+    checks: list[dict[str, Any]],
+    errors: dict[str, dict[str, int]],
+    features: list[Feature],
+    long_run: dict[str, Any],
+) -> str:
     rows: list[tuple[str, ...]] = []
 
     def row(label: str, pick: Any, digits: int = 2) -> None:
@@ -228,10 +235,15 @@ def render(results: dict[str, dict[str, Any]], rss: dict[str, float], checks: li
     lines = [f"{'':<{width}}  {'nginx alone':>12}  {'floor':>12}  {'gateway':>12}"]
     lines += [f"{r[0]:<{width}}  {r[1]:>12}  {r[2]:>12}  {r[3]:>12}" for r in rows]
     lines.append("")
-    lines.append(f"gateway RSS: {rss['after_warmup']} MB after warm-up, {rss['after_long_run']} MB after {long_run['requests']:,} more requests "
-                 f"({long_run['rps']:,.0f} req/s, {long_run['non_2xx']} non-2xx, {long_run['socket_errors']} socket errors)")
-    lines.append("features on: " + ", ".join(["2 targets per route", "redis state"] + [f.name for f in features if f.enabled])
-                 + ("; not in this schema: " + ", ".join(f.name for f in features if not f.enabled) if any(not f.enabled for f in features) else ""))
+    lines.append(
+        f"gateway RSS: {rss['after_warmup']} MB after warm-up, {rss['after_long_run']} MB after {long_run['requests']:,} more requests "
+        f"({long_run['rps']:,.0f} req/s, {long_run['non_2xx']} non-2xx, {long_run['socket_errors']} socket errors)"
+    )
+    lines.append(
+        "features on: "
+        + ", ".join(["2 targets per route", "redis state"] + [f.name for f in features if f.enabled])
+        + ("; not in this schema: " + ", ".join(f.name for f in features if not f.enabled) if any(not f.enabled for f in features) else "")
+    )
     lines.append("")
     fw = max(len(c["figure"]) for c in checks)
     lines.append(f"{'target (issue 6)':<{fw}}  {'value':>9}  {'target':>8}")
@@ -273,8 +285,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             authorization = f"Bearer {BENCH_KEY}"
             gw_url = f"http://127.0.0.1:{gw_port}"
             urls = {
-                "upstream": (nginx.url + "/v1/chat/completions", json_body("bench-model"), nginx.url + "/stream/v1/chat/completions", stream_body("bench-model")),
-                "floor": (f"http://127.0.0.1:{floor_port}/v1/chat/completions", json_body("bench-model"), f"http://127.0.0.1:{floor_port}/stream/v1/chat/completions", stream_body("bench-model")),
+                "upstream": (
+                    nginx.url + "/v1/chat/completions",
+                    json_body("bench-model"),
+                    nginx.url + "/stream/v1/chat/completions",
+                    stream_body("bench-model"),
+                ),
+                "floor": (
+                    f"http://127.0.0.1:{floor_port}/v1/chat/completions",
+                    json_body("bench-model"),
+                    f"http://127.0.0.1:{floor_port}/stream/v1/chat/completions",
+                    stream_body("bench-model"),
+                ),
                 "gateway": (gw_url + "/v1/chat/completions", json_body("bench"), gw_url + "/v1/chat/completions", stream_body("bench-stream")),
             }
             # A request each, checked by hand: a broken setup should stop here, not fill a table.
@@ -289,8 +311,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for feature in features:
                 if feature.probe and not feature.enabled and _get(gw_url + feature.probe, {"Authorization": authorization})[0] == 200:
                     feature.enabled, feature.chosen = True, {"probe": feature.probe}
-            print(f"bench: nginx {nginx.url}, floor :{floor_port}, gateway :{gw_port} (workers {plan.workers}); "
-                  f"features {[f.name for f in features if f.enabled] or 'base only'}; observed {observed}", flush=True)
+            print(
+                f"bench: nginx {nginx.url}, floor :{floor_port}, gateway :{gw_port} (workers {plan.workers}); "
+                f"features {[f.name for f in features if f.enabled] or 'base only'}; observed {observed}",
+                flush=True,
+            )
 
             results: dict[str, dict[str, Any]] = {t: {} for t in TARGETS}
             errors = {t: {"non_2xx": 0, "socket_errors": 0} for t in TARGETS}
@@ -309,12 +334,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rounds: dict[str, list[WrkResult]] = {t: [] for t in TARGETS}
                 for _ in range(plan.rounds):
                     for target in TARGETS:
-                        rounds[target].append(count(target, run_wrk(urls[target][0], urls[target][1], connections=connections, seconds=round_s, authorization=authorization)))
+                        rounds[target].append(
+                            count(target, run_wrk(urls[target][0], urls[target][1], connections=connections, seconds=round_s, authorization=authorization))
+                        )
                 for target in TARGETS:
                     results[target][scenario] = combine_rounds(rounds[target])
-            print(f"bench: stream, {plan.latency_streams} streams one at a time and {plan.load_streams} 16 at a time per target at most, {plan.stream_budget_s:.0f}s at most", flush=True)
-            streams = run_streams({t: (urls[t][2], urls[t][3]) for t in TARGETS}, authorization=authorization, latency_streams=plan.latency_streams,
-                                  load_streams=plan.load_streams, rounds=plan.rounds, budget_s=plan.stream_budget_s)
+            print(
+                f"bench: stream, {plan.latency_streams} streams one at a time and {plan.load_streams} 16 at a time per target at most, {plan.stream_budget_s:.0f}s at most",
+                flush=True,
+            )
+            streams = run_streams(
+                {t: (urls[t][2], urls[t][3]) for t in TARGETS},
+                authorization=authorization,
+                latency_streams=plan.latency_streams,
+                load_streams=plan.load_streams,
+                rounds=plan.rounds,
+                budget_s=plan.stream_budget_s,
+            )
             for target in TARGETS:
                 results[target]["stream"] = count(target, streams[target])
 
@@ -332,7 +368,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 long_sock += r.socket_errors
                 rate = max(r.rps, 100.0)
             rss["after_long_run"] = rss_mb(gateway.pid)
-            long_run = {"requests": int(done), "seconds": round(seconds, 1), "rps": round(done / seconds, 1) if seconds else 0.0, "non_2xx": long_non2xx, "socket_errors": long_sock}
+            long_run = {
+                "requests": int(done),
+                "seconds": round(seconds, 1),
+                "rps": round(done / seconds, 1) if seconds else 0.0,
+                "non_2xx": long_non2xx,
+                "socket_errors": long_sock,
+            }
         finally:
             for proc in reversed(procs):
                 _stop(proc)

@@ -43,7 +43,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 def ensure_tools() -> None:
     """Install nginx-light and wrk from Debian's packages when either is missing."""
-    missing = [pkg for pkg, binary in (("nginx-light", "nginx"), ("wrk", "wrk")) if shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
+    missing = [
+        pkg for pkg, binary in (("nginx-light", "nginx"), ("wrk", "wrk")) if shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
+    ]
     if not missing:
         return
     if shutil.which("apt-get") is None:
@@ -82,7 +84,9 @@ def stream_body(chunks: int = STREAM_CHUNKS) -> bytes:
         delta = {"role": "assistant", "content": ""} if i == 0 else {"content": f"tok{i} "}
         finish = "stop" if i == chunks - 1 else None
         events.append(orjson.dumps({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
-    events.append(orjson.dumps({**head, "choices": [], "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": chunks, "total_tokens": PROMPT_TOKENS + chunks}}))
+    events.append(
+        orjson.dumps({**head, "choices": [], "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": chunks, "total_tokens": PROMPT_TOKENS + chunks}})
+    )
     events.append(b"[DONE]")
     return b"".join(b"data: " + e + b"\n\n" for e in events)
 
@@ -146,7 +150,9 @@ class Nginx:
         check = subprocess.run([binary, "-t", "-q", "-p", str(self.root), "-e", str(self.root / "error.log"), "-c", str(conf)], capture_output=True, text=True)
         if check.returncode != 0:
             raise SystemExit(f"bench: the generated nginx config is rejected:\n{check.stderr}")
-        self.proc = subprocess.Popen([binary, "-p", str(self.root), "-e", str(self.root / "error.log"), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, "-p", str(self.root), "-e", str(self.root / "error.log"), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_port(self.port)
         return self
 

@@ -11,9 +11,6 @@ from providers.interactive import InteractiveAdapter
 from providers.mock import MockAdapter
 from providers.openai import OpenAIAdapter
 
-ADAPTERS: dict[str, Adapter] = {
-    adapter.kind: adapter
-    for adapter in (OpenAIAdapter(), ForefrontAdapter(), InteractiveAdapter(), MockAdapter())
-}
+ADAPTERS: dict[str, Adapter] = {adapter.kind: adapter for adapter in (OpenAIAdapter(), ForefrontAdapter(), InteractiveAdapter(), MockAdapter())}
 
 __all__ = ["ADAPTERS", "Adapter"]

@@ -23,10 +23,27 @@ class InteractiveAdapter(Adapter):
     capabilities = Capabilities(
         operations=frozenset({Operation.COMPLETION}),
         streams=frozenset({Operation.COMPLETION}),
-        params=frozenset({
-            "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
-            "presence_penalty", "seed", "stop", "suffix", "temperature", "top_p", "user", "metadata", "response_format",
-        }),
+        params=frozenset(
+            {
+                "prompt",
+                "best_of",
+                "echo",
+                "frequency_penalty",
+                "logit_bias",
+                "logprobs",
+                "max_tokens",
+                "n",
+                "presence_penalty",
+                "seed",
+                "stop",
+                "suffix",
+                "temperature",
+                "top_p",
+                "user",
+                "metadata",
+                "response_format",
+            }
+        ),
     )
     default_base_url = "https://app.interactive.ai/api/v1"
 

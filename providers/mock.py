@@ -104,7 +104,14 @@ class MockUpstream:
                 if chat
                 else {"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}
             )
-            answer = {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created, "model": model, "choices": [choice], "usage": usage}
+            answer = {
+                "id": ident,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+            }
             return MockResponse(200, orjson.dumps(answer))
         kind = "chat.completion.chunk" if chat else "text_completion"
         events = []

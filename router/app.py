@@ -108,7 +108,9 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     gateway = gateway or Gateway(table)
     # The body limit is enforced per request from the live table; this is only
     # aiohttp's outer bound, so a reload that raises the limit still works.
-    app = web.Application(middlewares=[request_id_middleware, error_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024))
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024)
+    )
     app[GATEWAY] = gateway
     install_accounting(gateway)
 

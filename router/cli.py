@@ -80,10 +80,24 @@ async def _serve(table: RouteTable, host: str | None, port: int | None, watch: f
     gc.freeze()
     gateway = server.gateway
     if not table.auth.enabled:
-        log_event(log, f"authentication is OFF (auth.enabled: false in {table.source}); anyone who can reach {server.url} can use it",
-                  logging.WARNING, event="auth_off", url=server.url)
-    log_event(log, "llm-router serving", event="started", version=__version__, pid=os.getpid(), url=server.url, source=table.source,
-              aliases=[*table.aliases, *(a.name for a in table.wildcards)], watch=watch is not None)
+        log_event(
+            log,
+            f"authentication is OFF (auth.enabled: false in {table.source}); anyone who can reach {server.url} can use it",
+            logging.WARNING,
+            event="auth_off",
+            url=server.url,
+        )
+    log_event(
+        log,
+        "llm-router serving",
+        event="started",
+        version=__version__,
+        pid=os.getpid(),
+        url=server.url,
+        source=table.source,
+        aliases=[*table.aliases, *(a.name for a in table.wildcards)],
+        watch=watch is not None,
+    )
     if effective_settings(table.logging)[1] == "text":  # a JSON log stream stays pure JSON
         print(f"llm-router: serving on {server.url}  (try: curl {server.url}/v1/models)", flush=True)
     stop = asyncio.Event()
@@ -94,8 +108,13 @@ async def _serve(table: RouteTable, host: str | None, port: int | None, watch: f
     watcher = asyncio.create_task(gateway.reloader.watch(watch)) if watch is not None else None
     await stop.wait()
     grace = gateway.table.server.shutdown_grace
-    log_event(log, "shutting down: not ready, no new connections, draining requests in flight", event="draining", grace_seconds=grace,
-              open_connections=server.open_connections)
+    log_event(
+        log,
+        "shutting down: not ready, no new connections, draining requests in flight",
+        event="draining",
+        grace_seconds=grace,
+        open_connections=server.open_connections,
+    )
     draining_since = loop.time()
     loop.remove_signal_handler(signal.SIGHUP)
     if watcher is not None:
@@ -189,10 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ
     p_serve.add_argument("--config", default=env.get("ROUTER_CONFIG", "routes.yaml"), help="route table (default: $ROUTER_CONFIG or routes.yaml)")
     p_serve.add_argument("--host", default=env.get("ROUTER_HOST") or None, help="listen address (default: $ROUTER_HOST or server.host in the config)")
-    p_serve.add_argument("--port", type=int, default=int(env["ROUTER_PORT"]) if env.get("ROUTER_PORT") else None,
-                         help="listen port (default: $ROUTER_PORT or server.port in the config)")
-    p_serve.add_argument("--watch", action="store_true", default=env.get("ROUTER_WATCH", "").lower() in ("1", "true", "yes"),
-                         help="reload routes.yaml when the file changes (default: $ROUTER_WATCH); SIGHUP always reloads")
+    p_serve.add_argument(
+        "--port",
+        type=int,
+        default=int(env["ROUTER_PORT"]) if env.get("ROUTER_PORT") else None,
+        help="listen port (default: $ROUTER_PORT or server.port in the config)",
+    )
+    p_serve.add_argument(
+        "--watch",
+        action="store_true",
+        default=env.get("ROUTER_WATCH", "").lower() in ("1", "true", "yes"),
+        help="reload routes.yaml when the file changes (default: $ROUTER_WATCH); SIGHUP always reloads",
+    )
     p_serve.add_argument("--workers", type=int, default=1, help="worker processes on the one port (SO_REUSEPORT; share state through Redis)")
     p_serve.add_argument("--watch-interval", type=float, default=1.0, help="seconds between looks at the file (default: 1)")
     p_serve.set_defaults(func=serve)

@@ -115,7 +115,7 @@ class Target:
         if not self.model:  # model omitted: the caller's full name goes on, e.g. "forii/deepseek-v3"
             model = requested
         elif "*" in self.model:  # "*" is the part after the alias's prefix
-            model = self.model.replace("*", requested[len(prefix):])
+            model = self.model.replace("*", requested[len(prefix) :])
         else:
             return self
         return Target(self.provider, model, self.weight, self.priority, self.price, self.limits)
@@ -536,7 +536,10 @@ def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider], f
             continue
         adapter = ADAPTERS[provider.kind]
         for op in sorted(operations - adapter.capabilities.operations):
-            r.fail(tpath, f"provider {provider.name!r} (kind {provider.kind}) cannot serve {op.value}; it serves {', '.join(sorted(o.value for o in adapter.capabilities.operations))}")
+            r.fail(
+                tpath,
+                f"provider {provider.name!r} (kind {provider.kind}) cannot serve {op.value}; it serves {', '.join(sorted(o.value for o in adapter.capabilities.operations))}",
+            )
         targets.append(
             Target(
                 provider=provider,
@@ -658,7 +661,17 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         raise ConfigError(source, r.issues)
     exact = {name: a for name, a in aliases.items() if a.wildcard_prefix is None}
     wildcards = tuple(sorted((a for a in aliases.values() if a.wildcard_prefix is not None), key=lambda a: -len(a.name)))
-    return RouteTable(source=source, server=server, providers=MappingProxyType(providers), aliases=MappingProxyType(exact), wildcards=wildcards, state=state, logging=logging_settings, auth=auth, ledger=ledger)
+    return RouteTable(
+        source=source,
+        server=server,
+        providers=MappingProxyType(providers),
+        aliases=MappingProxyType(exact),
+        wildcards=wildcards,
+        state=state,
+        logging=logging_settings,
+        auth=auth,
+        ledger=ledger,
+    )
 
 
 def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteTable:

@@ -248,10 +248,6 @@ def status_for_failures(errors: list[GatewayError]) -> int:
         return 503
     if all(isinstance(e, UpstreamTimeout) for e in errors):
         return 504
-    if all(
-        isinstance(e, TargetUnavailable)
-        or (isinstance(e, UpstreamStatusError) and e.upstream_status in (429, 503))
-        for e in errors
-    ):
+    if all(isinstance(e, TargetUnavailable) or (isinstance(e, UpstreamStatusError) and e.upstream_status in (429, 503)) for e in errors):
         return 503
     return 502

@@ -102,7 +102,9 @@ class TextFormatter(logging.Formatter):
         text = f"{_iso(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
         fields: Mapping[str, Any] | None = getattr(record, FIELDS, None)
         if fields:
-            text += " " + " ".join(f"{k}={v if isinstance(v, (int, float)) else orjson.dumps(v, default=str).decode()}" for k, v in fields.items() if v is not None)
+            text += " " + " ".join(
+                f"{k}={v if isinstance(v, (int, float)) else orjson.dumps(v, default=str).decode()}" for k, v in fields.items() if v is not None
+            )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text if record.name == ACCESS_LOGGER else _scrubbed(text)

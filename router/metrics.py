@@ -72,16 +72,33 @@ class Metrics:
         self.team_label = BoundedLabel(limit)
         self.model_label = BoundedLabel(limit)
         r = self.registry
-        self.requests = Counter(f"{PREFIX}_requests", "Client requests by alias, answering provider and model, and HTTP status", ["alias", "provider", "model", "status"], registry=r)
-        self.tokens = Counter(f"{PREFIX}_tokens", "Tokens by type (prompt, cached, cache_write, completion, reasoning)", ["alias", "provider", "model", "type"], registry=r)
-        self.attempts = Counter(f"{PREFIX}_upstream_attempts", "Upstream attempts by target and outcome (ok, error)", ["provider", "model", "outcome"], registry=r)
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Client requests by alias, answering provider and model, and HTTP status",
+            ["alias", "provider", "model", "status"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            f"{PREFIX}_tokens", "Tokens by type (prompt, cached, cache_write, completion, reasoning)", ["alias", "provider", "model", "type"], registry=r
+        )
+        self.attempts = Counter(
+            f"{PREFIX}_upstream_attempts", "Upstream attempts by target and outcome (ok, error)", ["provider", "model", "outcome"], registry=r
+        )
         self.retries = Counter(f"{PREFIX}_retries", "Repeated attempts at a target already tried in the same request", ["alias"], registry=r)
         self.failovers = Counter(f"{PREFIX}_failovers", "Moves to another target within one request", ["alias"], registry=r)
-        self.estimated = Counter(f"{PREFIX}_usage_estimated", "Requests whose tokens were estimated (no usage reported, or a cut stream)", ["alias", "provider", "model"], registry=r)
+        self.estimated = Counter(
+            f"{PREFIX}_usage_estimated", "Requests whose tokens were estimated (no usage reported, or a cut stream)", ["alias", "provider", "model"], registry=r
+        )
         self.latency = Histogram(f"{PREFIX}_request_duration_seconds", "Whole request, as the client waited", ["alias"], buckets=LATENCY_BUCKETS, registry=r)
-        self.upstream_latency = Histogram(f"{PREFIX}_upstream_duration_seconds", "Time spent waiting on upstreams, all attempts", ["alias", "provider"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "Request start to the first byte of the answer", ["alias", "provider"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram(f"{PREFIX}_gateway_overhead_seconds", "Request time not spent waiting on an upstream", ["alias"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_latency = Histogram(
+            f"{PREFIX}_upstream_duration_seconds", "Time spent waiting on upstreams, all attempts", ["alias", "provider"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds", "Request start to the first byte of the answer", ["alias", "provider"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.overhead = Histogram(
+            f"{PREFIX}_gateway_overhead_seconds", "Request time not spent waiting on an upstream", ["alias"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self.cost_micro: dict[tuple[str, str, str, str], int] = {}
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         r.register(_ScrapeTimeCollector(self))
@@ -98,7 +115,13 @@ class Metrics:
         model = self._model(alias_obj, row.model)
         team = self.team_label(row.team)  # the key table's team, or the configured metadata key
         self._child(self.requests, alias, provider, model, str(row.status)).inc()
-        for kind, value in (("prompt", row.prompt_tokens), ("cached", row.cached_tokens), ("cache_write", row.cache_write_tokens), ("completion", row.completion_tokens), ("reasoning", row.reasoning_tokens)):
+        for kind, value in (
+            ("prompt", row.prompt_tokens),
+            ("cached", row.cached_tokens),
+            ("cache_write", row.cache_write_tokens),
+            ("completion", row.completion_tokens),
+            ("reasoning", row.reasoning_tokens),
+        ):
             if value:
                 self._child(self.tokens, alias, provider, model, kind).inc(value)
         if row.cost_micro_usd:
@@ -114,7 +137,12 @@ class Metrics:
             if attempt.outcome.startswith("skipped") or attempt.outcome == "started":
                 continue
             a_provider, _, a_model = attempt.target.partition("/")
-            self._child(self.attempts, a_provider if a_provider in table.providers else "", self._model(alias_obj, a_model), "ok" if attempt.outcome == "ok" else "error").inc()
+            self._child(
+                self.attempts,
+                a_provider if a_provider in table.providers else "",
+                self._model(alias_obj, a_model),
+                "ok" if attempt.outcome == "ok" else "error",
+            ).inc()
         self._child(self.latency, alias).observe(row.latency_ms / 1000)
         self._child(self.overhead, alias).observe(row.overhead_ms / 1000)
         if row.upstream_ms is not None:
@@ -149,7 +177,11 @@ class _ScrapeTimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
-        cost = CounterMetricFamily(f"{PREFIX}_cost_usd", "Spend in USD by alias, provider, model and team (exact: summed in micro-dollars)", labels=["alias", "provider", "model", "team"])
+        cost = CounterMetricFamily(
+            f"{PREFIX}_cost_usd",
+            "Spend in USD by alias, provider, model and team (exact: summed in micro-dollars)",
+            labels=["alias", "provider", "model", "team"],
+        )
         for labels, micro in sorted(m.cost_micro.items()):
             cost.add_metric(list(labels), micro / 1_000_000)
         yield cost
@@ -223,9 +255,15 @@ def _target_health(table: RouteTable, gateway: Any) -> Iterator[Metric]:
     states = _target_states(gateway, list(targets.values()))
     now = time.time()
     circuit = GaugeMetricFamily(f"{PREFIX}_target_circuit_state", "Circuit breaker per target: 0 closed, 1 half-open, 2 open", labels=["target", "provider"])
-    cooldown = GaugeMetricFamily(f"{PREFIX}_target_cooldown_seconds", "Seconds until a cooled-down or open target is tried again", labels=["target", "provider"])
-    remaining_requests = GaugeMetricFamily(f"{PREFIX}_target_remaining_requests", "Requests left in the target's rate window, as its provider last reported", labels=["target", "provider"])
-    remaining_tokens = GaugeMetricFamily(f"{PREFIX}_target_remaining_tokens", "Tokens left in the target's rate window, as its provider last reported", labels=["target", "provider"])
+    cooldown = GaugeMetricFamily(
+        f"{PREFIX}_target_cooldown_seconds", "Seconds until a cooled-down or open target is tried again", labels=["target", "provider"]
+    )
+    remaining_requests = GaugeMetricFamily(
+        f"{PREFIX}_target_remaining_requests", "Requests left in the target's rate window, as its provider last reported", labels=["target", "provider"]
+    )
+    remaining_tokens = GaugeMetricFamily(
+        f"{PREFIX}_target_remaining_tokens", "Tokens left in the target's rate window, as its provider last reported", labels=["target", "provider"]
+    )
     for key, target in targets.items():
         state = states.get(key)
         labels = [key, target.provider.name]

@@ -210,7 +210,10 @@ async def _status_error(adapter: Adapter, response: UpstreamResponse, gateway: G
         payload = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         payload = None
-    message = scrub(adapter.error_message(response.status, payload) if payload is not None else (raw[:200].decode("utf-8", "replace") or f"HTTP {response.status}"), gateway.table.secrets())
+    message = scrub(
+        adapter.error_message(response.status, payload) if payload is not None else (raw[:200].decode("utf-8", "replace") or f"HTTP {response.status}"),
+        gateway.table.secrets(),
+    )
     where = candidate.target.provider.name
     if response.status in CALLER_FAULT_STATUSES:
         body = payload if isinstance(payload, dict) else None

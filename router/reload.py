@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.reload")
 
+
 @dataclass(frozen=True)
 class ReloadResult:
     ok: bool
@@ -86,8 +87,15 @@ class Reloader:
             except ConfigError as exc:
                 self.failures += 1
                 errors = tuple(str(exc).splitlines())
-                log_event(log, "reload refused; the old route table keeps serving", logging.ERROR,
-                          event="reload_failed", trigger=trigger, source=old.source, errors=list(errors))
+                log_event(
+                    log,
+                    "reload refused; the old route table keeps serving",
+                    logging.ERROR,
+                    event="reload_failed",
+                    trigger=trigger,
+                    source=old.source,
+                    errors=list(errors),
+                )
                 self.last = ReloadResult(False, trigger, old.source, errors=errors)
                 return self.last
             except Exception as exc:  # a bug must not end the watcher or the process; the old table serves on
@@ -97,7 +105,9 @@ class Reloader:
                 return self.last
             before, after = _aliases(old), _aliases(new)
             result = ReloadResult(
-                True, trigger, new.source,
+                True,
+                trigger,
+                new.source,
                 added=tuple(sorted(after.keys() - before.keys())),
                 removed=tuple(sorted(before.keys() - after.keys())),
                 changed=tuple(sorted(n for n in before.keys() & after.keys() if before[n] != after[n])),
@@ -109,11 +119,24 @@ class Reloader:
             self.last = result
             if new.logging != old.logging:
                 reconfigure_logging(new.logging)
-            log_event(log, "route table reloaded", event="reload", trigger=trigger, source=new.source,
-                      aliases_added=list(result.added), aliases_removed=list(result.removed), aliases_changed=list(result.changed))
+            log_event(
+                log,
+                "route table reloaded",
+                event="reload",
+                trigger=trigger,
+                source=new.source,
+                aliases_added=list(result.added),
+                aliases_removed=list(result.removed),
+                aliases_changed=list(result.changed),
+            )
             if result.needs_restart:
-                log_event(log, "these settings changed but only take effect on restart", logging.WARNING,
-                          event="reload_needs_restart", settings=list(result.needs_restart))
+                log_event(
+                    log,
+                    "these settings changed but only take effect on restart",
+                    logging.WARNING,
+                    event="reload_needs_restart",
+                    settings=list(result.needs_restart),
+                )
             return result
 
     def request_reload(self, trigger: str) -> None:
@@ -152,6 +175,12 @@ async def admin_reload(request: web.Request) -> web.Response:
     result = await request.app[GATEWAY].reloader.reload("admin")
     if not result.ok:
         raise ConfigRejected("the new routes.yaml was refused; the old table keeps serving:\n" + "\n".join(result.errors))
-    body = {"status": "reloaded", "source": result.source, "aliases_added": result.added, "aliases_removed": result.removed,
-            "aliases_changed": result.changed, "needs_restart": result.needs_restart}
+    body = {
+        "status": "reloaded",
+        "source": result.source,
+        "aliases_added": result.added,
+        "aliases_removed": result.removed,
+        "aliases_changed": result.changed,
+        "needs_restart": result.needs_restart,
+    }
     return web.Response(body=orjson.dumps(body), content_type="application/json")

@@ -51,7 +51,9 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-async def start_server(table: RouteTable, host: str | None = None, port: int | None = None, *, reuse_port: bool = False, sock: socket.socket | None = None) -> RunningServer:
+async def start_server(
+    table: RouteTable, host: str | None = None, port: int | None = None, *, reuse_port: bool = False, sock: socket.socket | None = None
+) -> RunningServer:
     bind_host = str(sock.getsockname()[0]) if sock is not None else (host or table.server.host)
     refusal = unsafe_listen(table.auth, bind_host)
     if refusal is not None:

@@ -202,8 +202,17 @@ async def spawn_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
         path.write_text(yaml.safe_dump(without_auth_unless_set(config)))
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "router", "serve", "--config", str(path), "--port", str(port), *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            str(port),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             cwd=str(PROJECT_ROOT),
         )
@@ -245,8 +254,16 @@ async def start_redis_server(port: int, workdir: Path | None = None) -> asyncio.
         pytest.skip("redis-server is not installed")
     persistence = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)] if workdir else ["--appendonly", "no"]
     proc = await asyncio.create_subprocess_exec(
-        server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        *persistence,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
 
     async def answers() -> bool:

@@ -26,8 +26,11 @@ PROJECTS = ("search", "chat", "ads")
 
 # Usage the fakes report, in their own shapes, and the same numbers as the test reads them.
 OA_USAGE = {
-    "prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52,
-    "prompt_tokens_details": {"cached_tokens": 10}, "cache_creation_input_tokens": 6,
+    "prompt_tokens": 40,
+    "completion_tokens": 12,
+    "total_tokens": 52,
+    "prompt_tokens_details": {"cached_tokens": 10},
+    "cache_creation_input_tokens": 6,
     "completion_tokens_details": {"reasoning_tokens": 5},
 }
 OA = {"prompt": 40, "cached": 10, "cache_write": 6, "completion": 12, "reasoning": 5}
@@ -45,7 +48,10 @@ PRICES = {
     "quiet-model": {"input": "0.75", "output": "2.25", "version": "quiet"},
 }
 NO_USAGE_ANSWER = {
-    "id": "quiet-1", "object": "chat.completion", "created": 0, "model": "quiet-model",
+    "id": "quiet-1",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "quiet-model",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "no usage in this answer!"}, "finish_reason": "stop"}],
 }
 
@@ -83,9 +89,15 @@ class Upstreams:
 async def make_upstreams(make_upstream: Any) -> Upstreams:
     gate = asyncio.Event()  # never set while requests run: "hang" streams wait after their first chunk
     ups = Upstreams(
-        oa=await make_upstream("openai"), fo=await make_upstream("forii"), ff=await make_upstream("forefront"),
-        bad=await make_upstream("openai"), err=await make_upstream("openai"), hang=await make_upstream("openai"),
-        cut=await make_upstream("openai"), quiet=await make_upstream("openai"), gate=gate,
+        oa=await make_upstream("openai"),
+        fo=await make_upstream("forii"),
+        ff=await make_upstream("forefront"),
+        bad=await make_upstream("openai"),
+        err=await make_upstream("openai"),
+        hang=await make_upstream("openai"),
+        cut=await make_upstream("openai"),
+        quiet=await make_upstream("openai"),
+        gate=gate,
     )
     ups.oa.default = Behaviour(usage=OA_USAGE)
     ups.bad.default = Behaviour(status=503)
@@ -102,8 +114,12 @@ def build_config(ups: Upstreams, ledger: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "providers": {
-            "oa": provider_entry(ups.oa), "fo": provider_entry(ups.fo), "ff": provider_entry(ups.ff),
-            "bad": provider_entry(ups.bad), "err": provider_entry(ups.err), "hang": provider_entry(ups.hang),
+            "oa": provider_entry(ups.oa),
+            "fo": provider_entry(ups.fo),
+            "ff": provider_entry(ups.ff),
+            "bad": provider_entry(ups.bad),
+            "err": provider_entry(ups.err),
+            "hang": provider_entry(ups.hang),
             # The cut stream fails every time by design; its circuit must stay closed so that
             # every one of those requests really reaches it (the breaker has its own tests).
             "cut": provider_entry(ups.cut, health={"failure_threshold": 1_000_000, "min_requests": 1_000_000}),

@@ -55,7 +55,9 @@ def chat_body(stream: bool = False, text: str = "hi") -> dict[str, Any]:
     return {"model": "chat", "messages": [{"role": "user", "content": text}], "stream": stream}
 
 
-async def chat(session: aiohttp.ClientSession, url: str, *, stream: bool = False, request_id: str | None = None, text: str = "hi") -> tuple[int, CIMultiDict[str], str]:
+async def chat(
+    session: aiohttp.ClientSession, url: str, *, stream: bool = False, request_id: str | None = None, text: str = "hi"
+) -> tuple[int, CIMultiDict[str], str]:
     """One request, read to the end: (status, headers, body text)."""
     headers = {"x-request-id": request_id} if request_id else {}
     async with session.post(url + "/v1/chat/completions", json=chat_body(stream, text), headers=headers) as r:

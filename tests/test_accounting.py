@@ -60,7 +60,11 @@ def test_litellm_price_file_prices_targets_exactly(tmp_path):
     assert set(prices) == {"gpt-4o", "deepseek-v3"}  # no sample_spec, no image models
     deepseek = prices["deepseek-v3"]
     assert (deepseek.input, deepseek.output, deepseek.cached_input, deepseek.cache_write, deepseek.reasoning) == (
-        Decimal("0.27"), Decimal("1.1"), Decimal("0.07"), Decimal("0.27"), Decimal("2.19"),
+        Decimal("0.27"),
+        Decimal("1.1"),
+        Decimal("0.07"),
+        Decimal("0.27"),
+        Decimal("2.19"),
     )
     assert deepseek.version.startswith("litellm:")
     shutil.copy(FIXTURES / "litellm_prices.json", tmp_path / "prices.json")
@@ -81,7 +85,14 @@ def test_litellm_price_file_prices_targets_exactly(tmp_path):
 
 
 def test_ledger_config_mistakes_are_reported_with_their_paths():
-    bad = {**MOCK, "ledger": {"sinks": [{"kind": "postgres"}, {"kind": "redis", "url": "localhost"}, {"kind": "jsonl", "colour": 1}, {"kind": "jsonl"}], "batch_size": 0, "prices_file": "/nonexistent/prices.json"}}
+    bad = {
+        **MOCK,
+        "ledger": {
+            "sinks": [{"kind": "postgres"}, {"kind": "redis", "url": "localhost"}, {"kind": "jsonl", "colour": 1}, {"kind": "jsonl"}],
+            "batch_size": 0,
+            "prices_file": "/nonexistent/prices.json",
+        },
+    }
     with pytest.raises(ConfigError) as info:
         table_from(bad)
     paths = {path for path, _ in info.value.issues}
@@ -97,7 +108,10 @@ async def scrape(url: str) -> dict[str, object]:
 
 
 async def chat(url: str, model: str, **extra: object) -> aiohttp.ClientResponse:
-    async with aiohttp.ClientSession() as s, s.post(url + "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url + "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}) as r,
+    ):
         await r.read()
         return r
 
@@ -194,7 +208,9 @@ async def test_rows_survive_a_sink_and_a_journal_that_both_fail(tmp_path):
     try:
         for i in range(30):
             record = RequestRecord(f"held-{i}", "chat", False, ["chat"])
-            record.attempts = [AttemptRecord("p/m", "chat", "ok", price=Price(input=Decimal(1), output=Decimal(1)), usage=Usage(prompt_tokens=i, completion_tokens=1))]
+            record.attempts = [
+                AttemptRecord("p/m", "chat", "ok", price=Price(input=Decimal(1), output=Decimal(1)), usage=Usage(prompt_tokens=i, completion_tokens=1))
+            ]
             record.finish(200)
             ledger.record(record)
         await ledger.flush()

@@ -43,7 +43,9 @@ def test_openai_build_replaces_model_drops_gateway_fields_and_never_mutates_the_
 
 def test_forefront_request_and_response_translation():
     adapter = ADAPTERS["forefront"]
-    call = adapter.build_call(Operation.COMPLETION, {"prompt": ["line one", "line two"], "max_tokens": 9, "stop": "\n", "temperature": 0.1}, "ff-model", stream=False)
+    call = adapter.build_call(
+        Operation.COMPLETION, {"prompt": ["line one", "line two"], "max_tokens": 9, "stop": "\n", "temperature": 0.1}, "ff-model", stream=False
+    )
     assert call.path == "/chat/completions"
     assert orjson.loads(call.body) == {"model": "ff-model", "prompt": "line one\nline two", "max_tokens": 9, "stop": ["\n"], "temperature": 0.1}
     doc_answer = {
@@ -53,7 +55,12 @@ def test_forefront_request_and_response_translation():
     }
     out, usage = adapter.translate_response(Operation.CHAT, doc_answer, CTX)
     assert out["object"] == "chat.completion" and out["model"] == "up-model" and out["provider"] == "p"
-    assert out["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "Of course! I'm here to help."}, "finish_reason": "stop", "logprobs": None}
+    assert out["choices"][0] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "Of course! I'm here to help."},
+        "finish_reason": "stop",
+        "logprobs": None,
+    }
     assert out["usage"] == {"prompt_tokens": 28, "completion_tokens": 10, "total_tokens": 38}
     assert usage is not None and usage.prompt_tokens == 28
     text, _ = adapter.translate_response(Operation.COMPLETION, doc_answer, CTX)
@@ -67,11 +74,22 @@ def test_forefront_cannot_take_tools():
 
 
 def test_usage_normalisation_covers_cache_and_reasoning_fields():
-    usage = usage_from_openai({"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150, "completion_tokens_details": {"reasoning_tokens": 20}, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 30})
+    usage = usage_from_openai(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "total_tokens": 150,
+            "completion_tokens_details": {"reasoning_tokens": 20},
+            "cache_creation_input_tokens": 10,
+            "cache_read_input_tokens": 30,
+        }
+    )
     assert usage is not None
     assert (usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens) == (30, 10, 20)
     assert usage.to_openai() == {
-        "prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+        "prompt_tokens": 100,
+        "completion_tokens": 50,
+        "total_tokens": 150,
         "prompt_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 10},
         "completion_tokens_details": {"reasoning_tokens": 20},
     }
@@ -95,9 +113,15 @@ def test_openai_stream_translator_handles_usage(include_usage):
 
 
 def test_synthesised_stream_from_a_whole_answer():
-    whole = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "provider": "p",
-             "choices": [{"index": 0, "message": {"role": "assistant", "content": "hey"}, "finish_reason": "length"}],
-             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    whole = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "provider": "p",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hey"}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
     chunks = [orjson.loads(c) for c in chunks_from_response(whole, include_usage=True)]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "hey"}
     assert chunks[1]["choices"][0]["finish_reason"] == "length"

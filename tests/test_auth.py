@@ -40,7 +40,9 @@ def admin_env(monkeypatch: pytest.MonkeyPatch) -> str:
     return ADMIN
 
 
-async def call(session: aiohttp.ClientSession, method: str, url: str, key: str | None = None, *, headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, dict[str, Any], Any]:
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, key: str | None = None, *, headers: dict[str, str] | None = None, **kwargs: Any
+) -> tuple[int, dict[str, Any], Any]:
     h = dict(headers or {})
     if key is not None:
         h["Authorization"] = f"Bearer {key}"
@@ -57,9 +59,7 @@ async def admin(session: aiohttp.ClientSession, method: str, url: str, **kwargs:
 # -- who gets in -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "path"), [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"), ("GET", "/no/such/path")]
-)
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"), ("GET", "/no/such/path")])
 async def test_every_endpoint_but_the_public_ones_needs_a_key(make_upstream, start_gateway, method, path):
     forii = await make_upstream("forii")
     gw = await start_gateway(config(forii))
@@ -159,7 +159,10 @@ async def test_team_narrows_its_keys_aliases_and_fallbacks_outside_them_are_skip
 
 async def test_record_carries_key_team_and_default_tags(make_upstream, start_gateway):
     forii = await make_upstream("forii")
-    auth = {"teams": {"web": {"metadata": {"cost_center": "42", "env": "prod"}}}, "keys": {"ci-bot": {"key": CI_KEY, "team": "web", "user": "alice", "metadata": {"env": "ci"}}}}
+    auth = {
+        "teams": {"web": {"metadata": {"cost_center": "42", "env": "prod"}}},
+        "keys": {"ci-bot": {"key": CI_KEY, "team": "web", "user": "alice", "metadata": {"env": "ci"}}},
+    }
     gw = await start_gateway(config(forii, auth))
     records: list[RequestRecord] = []
     gw.gateway.record_listeners.append(records.append)
@@ -210,7 +213,9 @@ async def test_keys_are_shown_once_rotate_and_revoke(make_upstream, start_gatewa
     forii = await make_upstream("forii")
     gw = await start_gateway(config(forii, {"teams": {"web": {}}}))
     async with aiohttp.ClientSession() as s:
-        status, created = await admin(s, "POST", gw.url + "/admin/keys", json={"name": "svc", "team": "web", "aliases": ["chat"], "budget": {"usd": 1, "period": "day"}})
+        status, created = await admin(
+            s, "POST", gw.url + "/admin/keys", json={"name": "svc", "team": "web", "aliases": ["chat"], "budget": {"usd": 1, "period": "day"}}
+        )
         assert status == 201, created
         key, key_id = created["key"], created["id"]
         assert key.startswith("sk-llmr-") and "key_hash" not in created
@@ -235,7 +240,9 @@ async def test_admin_validates_bodies_with_paths_and_protects_declared_entries(m
     forii = await make_upstream("forii")
     gw = await start_gateway(config(forii))
     async with aiohttp.ClientSession() as s:
-        status, body = await admin(s, "POST", gw.url + "/admin/keys", json={"budget": {"usd": "lots", "period": "year"}, "team": "ghost", "colour": 1, "aliases": ["chta"]})
+        status, body = await admin(
+            s, "POST", gw.url + "/admin/keys", json={"budget": {"usd": "lots", "period": "year"}, "team": "ghost", "colour": 1, "aliases": ["chta"]}
+        )
         assert status == 400
         message = body["error"]["message"]
         for fragment in ("budget.usd", "budget.period", "unknown team 'ghost'", "colour: unknown field", "unknown alias 'chta'"):
@@ -284,7 +291,9 @@ async def test_budget_without_max_tokens_reserves_and_enforces_the_default_bound
     forii = await make_upstream("forii")
     gw = await start_gateway(config(forii, {"default_max_output_tokens": 64, "keys": {"ci-bot": {"key": CI_KEY, "budget": {"usd": 1, "period": "total"}}}}))
     async with aiohttp.ClientSession() as s:
-        status, _, body = await call(s, "POST", gw.url + "/v1/chat/completions", CI_KEY, json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+        status, _, body = await call(
+            s, "POST", gw.url + "/v1/chat/completions", CI_KEY, json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+        )
     assert status == 200, body
     assert forii.received[0].body["max_tokens"] == 64  # the upstream is held to what was reserved
 
@@ -353,16 +362,27 @@ def test_auth_config_mistakes_are_named_with_their_paths():
         )
     text = str(caught.value)
     for fragment in (
-        "auth.cache_ttl", "auth.teams.bad name!", "auth.keys.both: set exactly one", "auth.keys.neither: set exactly one",
-        "auth.keys.lost.key: environment variable LOST_KEY", "auth.keys.short.key", "auth.keys.orphan.team: unknown team 'ghost'",
-        "auth.keys.orphan.budget.usd", "auth.teams.typo.aliases: unknown alias 'chta'", "auth.keys.orphan.budget.period", "auth.keys.orphan.expires_at",
+        "auth.cache_ttl",
+        "auth.teams.bad name!",
+        "auth.keys.both: set exactly one",
+        "auth.keys.neither: set exactly one",
+        "auth.keys.lost.key: environment variable LOST_KEY",
+        "auth.keys.short.key",
+        "auth.keys.orphan.team: unknown team 'ghost'",
+        "auth.keys.orphan.budget.usd",
+        "auth.teams.typo.aliases: unknown alias 'chta'",
+        "auth.keys.orphan.budget.period",
+        "auth.keys.orphan.expires_at",
     ):
         assert fragment in text, (fragment, text)
 
 
 def test_declared_keys_are_stored_as_peppered_hashes():
-    cfg = {"providers": {"mock": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}},
-           "auth": {"keys": {"env": {"key": "${CI_KEY}"}, "hashed": {"hash": hash_key("hashed-key-0123456789", "pep")}}}}
+    cfg = {
+        "providers": {"mock": {"kind": "mock"}},
+        "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}},
+        "auth": {"keys": {"env": {"key": "${CI_KEY}"}, "hashed": {"hash": hash_key("hashed-key-0123456789", "pep")}}},
+    }
     table = table_from(cfg, env={"CI_KEY": CI_KEY, "ROUTER_KEY_PEPPER": "pep"})
     assert set(table.auth.keys_by_hash) == {hash_key(CI_KEY, "pep"), hash_key("hashed-key-0123456789", "pep")}
     assert CI_KEY not in repr(table.auth) and "pep'" not in repr(table.auth)
@@ -393,8 +413,12 @@ def test_the_shipped_routes_yaml_turns_auth_off_explicitly_on_loopback():
 def test_ratelimit_headers_and_refusal_follow_openai():
     requests, tokens = Window(limit=60, remaining=0, reset_seconds=12.2), Window(limit=1000, remaining=-5, reset_seconds=0.25)
     assert ratelimit_headers(requests, tokens) == {
-        "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "13s",
-        "x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "250ms",
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "13s",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "250ms",
     }
     error = refusal(LimitDecision(requests=requests, tokens=tokens, retry_after=12.2, refused_by="rpm of key:k"))
     assert (error.status, error.headers["Retry-After"], error.headers["x-ratelimit-remaining-requests"]) == (429, "13", "0")
@@ -402,8 +426,14 @@ def test_ratelimit_headers_and_refusal_follow_openai():
 
 
 def test_key_and_team_limits_are_parsed_and_validated():
-    cfg = {"providers": {"mock": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}},
-           "auth": {"teams": {"web": {"limits": {"rpm": 600, "tpm": 100000, "concurrency": 8}}}, "keys": {"k": {"key": CI_KEY, "team": "web", "limits": {"rpm": 0}}}}}
+    cfg = {
+        "providers": {"mock": {"kind": "mock"}},
+        "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}},
+        "auth": {
+            "teams": {"web": {"limits": {"rpm": 600, "tpm": 100000, "concurrency": 8}}},
+            "keys": {"k": {"key": CI_KEY, "team": "web", "limits": {"rpm": 0}}},
+        },
+    }
     with pytest.raises(ConfigError, match=r"auth.keys.k.limits.rpm: must be at least 1"):
         table_from(cfg)
     cfg["auth"]["keys"]["k"]["limits"] = {"rpm": 60}

@@ -83,8 +83,10 @@ async def test_key_tpm_counts_the_estimate_then_the_real_usage(make_upstream, st
     forii = await make_upstream("forii")
     tpm = 3 * ESTIMATE
     # The first answer uses far fewer tokens than estimated, the second far more.
-    forii.then(Behaviour(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
-               Behaviour(usage={"prompt_tokens": 1, "completion_tokens": tpm - 5, "total_tokens": tpm - 4}))
+    forii.then(
+        Behaviour(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+        Behaviour(usage={"prompt_tokens": 1, "completion_tokens": tpm - 5, "total_tokens": tpm - 4}),
+    )
     gw = await start_gateway(limited(forii, key={"tpm": tpm}))
     async with aiohttp.ClientSession() as s:
         first = await chat(s, gw.url, KEY_A)

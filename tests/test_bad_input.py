@@ -55,7 +55,10 @@ async def test_bad_chat_requests(start_gateway, payload, status, needle, param):
 
 async def test_unknown_alias_lists_the_ones_that_exist(start_gateway):
     gw = await start_gateway(MOCK_ROUTES)
-    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.url + "/v1/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}) as r,
+    ):
         error = assert_openai_error(await r.json())
     assert r.status == 404
     assert error["code"] == "model_not_found"

@@ -25,7 +25,10 @@ def test_quick_bench_prints_the_table_and_writes_json(redis_url: str, tmp_path: 
         pytest.skip(f"{', '.join(missing)} not installed; `./dev bench` installs nginx-light and wrk from Debian's packages")
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--long-run", "500", "--results", str(tmp_path), "--redis-url", redis_url],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=110,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "gateway/floor" in done.stdout and "nginx alone" in done.stdout

@@ -25,18 +25,20 @@ def test_the_shipped_routes_yaml_is_valid_and_needs_no_keys():
 
 
 def test_mistakes_are_collected_with_their_paths():
-    issues = issues_of({
-        "providers": {
-            "good": {"kind": "mock"},
-            "bad": {"kind": "nosuch"},
-            "nourl": {"kind": "openai", "base_url": "ftp://x", "timeouts": {"read": "slow"}},
-        },
-        "models": {
-            "chat": {"targets": [{"provider": "good", "model": "m"}, {"provider": "ghost", "model": "m"}], "fallbacks": ["missing"], "strategy": "fastest"},
-            "empty": {"targets": []},
-            "typo": {"targets": [{"provider": "good", "model": "m", "wieght": 2}]},
-        },
-    })
+    issues = issues_of(
+        {
+            "providers": {
+                "good": {"kind": "mock"},
+                "bad": {"kind": "nosuch"},
+                "nourl": {"kind": "openai", "base_url": "ftp://x", "timeouts": {"read": "slow"}},
+            },
+            "models": {
+                "chat": {"targets": [{"provider": "good", "model": "m"}, {"provider": "ghost", "model": "m"}], "fallbacks": ["missing"], "strategy": "fastest"},
+                "empty": {"targets": []},
+                "typo": {"targets": [{"provider": "good", "model": "m", "wieght": 2}]},
+            },
+        }
+    )
     assert "unknown provider kind 'nosuch'" in issues["providers.bad.kind"]
     assert "must start with http" in issues["providers.nourl.base_url"]
     assert "must be a number" in issues["providers.nourl.timeouts.read"]
@@ -49,13 +51,21 @@ def test_mistakes_are_collected_with_their_paths():
 
 
 def test_unset_environment_variable_is_named():
-    issues = issues_of({"providers": {"forii": {"kind": "openai", "base_url": "https://x", "api_key": "${FORII_API_KEY}"}}, "models": {"chat": {"targets": [{"provider": "forii", "model": "m"}]}}})
+    issues = issues_of(
+        {
+            "providers": {"forii": {"kind": "openai", "base_url": "https://x", "api_key": "${FORII_API_KEY}"}},
+            "models": {"chat": {"targets": [{"provider": "forii", "model": "m"}]}},
+        }
+    )
     assert "FORII_API_KEY is not set" in issues["providers.forii.api_key"]
 
 
 def test_environment_variables_and_defaults_are_interpolated():
     table = parse_table(
-        {"providers": {"p": {"kind": "openai", "base_url": "${BASE:-https://default.example/v1}", "api_key": "${KEY}"}}, "models": {"chat": {"targets": [{"provider": "p", "model": "m"}]}}},
+        {
+            "providers": {"p": {"kind": "openai", "base_url": "${BASE:-https://default.example/v1}", "api_key": "${KEY}"}},
+            "models": {"chat": {"targets": [{"provider": "p", "model": "m"}]}},
+        },
         "routes.yaml",
         {"KEY": "sk-secret-value-123456"},
     )
@@ -66,18 +76,37 @@ def test_environment_variables_and_defaults_are_interpolated():
 
 
 def test_an_alias_whose_target_cannot_serve_it_is_refused():
-    issues = issues_of({"providers": {"ia": {"kind": "interactive", "base_url": "https://x/api/v1"}}, "models": {"chat": {"operations": ["chat"], "targets": [{"provider": "ia", "model": "m"}]}}})
+    issues = issues_of(
+        {
+            "providers": {"ia": {"kind": "interactive", "base_url": "https://x/api/v1"}},
+            "models": {"chat": {"operations": ["chat"], "targets": [{"provider": "ia", "model": "m"}]}},
+        }
+    )
     assert "cannot serve chat" in issues["models.chat.targets[0]"]
 
 
 def test_prices_are_exact_decimals():
-    table = parse_table({"providers": {"m": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x", "price": {"input": 0.15, "output": "0.6", "version": "2026-11"}}]}}}, "r", {})
+    table = parse_table(
+        {
+            "providers": {"m": {"kind": "mock"}},
+            "models": {"chat": {"targets": [{"provider": "m", "model": "x", "price": {"input": 0.15, "output": "0.6", "version": "2026-11"}}]}},
+        },
+        "r",
+        {},
+    )
     price = table.aliases["chat"].targets[0].price
     assert price is not None and str(price.input) == "0.15" and str(price.output) == "0.6" and price.version == "2026-11"
 
 
 def test_wildcard_alias_passes_the_requested_name_on():
-    table = parse_table({"providers": {"f": {"kind": "openai", "base_url": "https://x"}}, "models": {"forii/*": {"targets": [{"provider": "f"}]}, "ff/*": {"targets": [{"provider": "f", "model": "*"}]}}}, "r", {})
+    table = parse_table(
+        {
+            "providers": {"f": {"kind": "openai", "base_url": "https://x"}},
+            "models": {"forii/*": {"targets": [{"provider": "f"}]}, "ff/*": {"targets": [{"provider": "f", "model": "*"}]}},
+        },
+        "r",
+        {},
+    )
     alias = table.lookup("forii/deepseek-v3")
     assert alias is not None and alias.targets[0].for_model("forii/deepseek-v3", "forii/").model == "forii/deepseek-v3"
     short = table.lookup("ff/llama")
@@ -91,7 +120,9 @@ def run_check(path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_check_command_on_a_broken_file_names_each_mistake(tmp_path):
     broken = tmp_path / "routes.yaml"
-    broken.write_text("providers:\n  a: {kind: mock}\nmodels:\n  chat:\n    targets:\n      - {provider: a, model: m}\n      - {provider: b, model: m}\n    strategy: nope\n")
+    broken.write_text(
+        "providers:\n  a: {kind: mock}\nmodels:\n  chat:\n    targets:\n      - {provider: a, model: m}\n      - {provider: b, model: m}\n    strategy: nope\n"
+    )
     result = run_check(broken)
     assert result.returncode != 0
     assert f"{broken}: models.chat.targets[1].provider: unknown provider 'b'" in result.stderr

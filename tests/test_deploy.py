@@ -25,7 +25,12 @@ DEPLOY = PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 IMAGE_VENV = "/opt/llm-router"
 ADMIN_TOKEN = "admin-token-for-the-deploy-test-0123"
-DUMMY_KEYS = {"ROUTER_ADMIN_TOKEN": ADMIN_TOKEN, "FORII_API_KEY": "sk-forii-dummy-0123456789abcdef", "FOREFRONT_API_KEY": "ff-dummy-0123456789abcdef", "INTERACTIVE_API_KEY": ""}
+DUMMY_KEYS = {
+    "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
+    "FORII_API_KEY": "sk-forii-dummy-0123456789abcdef",
+    "FOREFRONT_API_KEY": "ff-dummy-0123456789abcdef",
+    "INTERACTIVE_API_KEY": "",
+}
 
 
 # -- the Dockerfile, read as the image would run it ----------------------------
@@ -93,8 +98,14 @@ def _localise(value: str, config: Path) -> str:
 async def test_the_image_entry_point_run_outside_a_container_serves_a_request(redis_url, redis_prefix, tmp_path):
     config = image_copies()["/etc/llm-router/routes.yaml"]
     port = free_port()  # the one deviation from the image's environment: 8080 may be taken here
-    env = {**os.environ, **{k: _localise(v, config) for k, v in image_env().items()}, **DUMMY_KEYS, "REDIS_URL": redis_url,
-           "ROUTER_REDIS_PREFIX": redis_prefix, "ROUTER_PORT": str(port)}
+    env = {
+        **os.environ,
+        **{k: _localise(v, config) for k, v in image_env().items()},
+        **DUMMY_KEYS,
+        "REDIS_URL": redis_url,
+        "ROUTER_REDIS_PREFIX": redis_prefix,
+        "ROUTER_PORT": str(port),
+    }
     command = [_localise(part, config) for part in exec_form("ENTRYPOINT") + exec_form("CMD")]
     assert shutil.which(command[0], path=env["PATH"]), f"{command[0]} is not on the image's PATH"
     proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=str(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -106,7 +117,11 @@ async def test_the_image_entry_point_run_outside_a_container_serves_a_request(re
             async with session.post(url + "/admin/keys", json={"name": "smoke", "aliases": ["smoke"]}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
                 created = await r.json()
                 assert r.status == 201, created
-            async with session.post(url + "/v1/chat/completions", json={"model": "smoke", "messages": [{"role": "user", "content": "hi"}]}, headers={"Authorization": f"Bearer {created['key']}"}) as r:
+            async with session.post(
+                url + "/v1/chat/completions",
+                json={"model": "smoke", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"Authorization": f"Bearer {created['key']}"},
+            ) as r:
                 body = await r.json()
                 assert r.status == 200, body
                 assert body["choices"][0]["message"]["content"]

@@ -57,7 +57,11 @@ async def test_retryable_status_fails_over(make_upstream, start_gateway, failure
 
 async def test_caller_fault_400_is_returned_as_is_and_not_failed_over(make_upstream, start_gateway):
     first, second = await make_upstream("openai"), await make_upstream("openai")
-    first.then(Behaviour(status=400, body={"error": {"message": "temperature is out of range", "type": "invalid_request_error", "param": "temperature", "code": "bad_temp"}}))
+    first.then(
+        Behaviour(
+            status=400, body={"error": {"message": "temperature is out of range", "type": "invalid_request_error", "param": "temperature", "code": "bad_temp"}}
+        )
+    )
     gw = await start_gateway(two_targets(provider_entry(first), second))
     status, headers, body = await post(gw.url, CHAT)
     assert status == 400
@@ -82,7 +86,9 @@ async def test_every_candidate_failing_gives_one_line_per_attempt(make_upstream,
 async def test_all_timeouts_give_504(make_upstream, start_gateway):
     slow = await make_upstream("openai")
     slow.default = Behaviour(delay=3)
-    gw = await start_gateway({"providers": {"slow": provider_entry(slow, timeouts={"read": 0.2})}, "models": {"chat": {"targets": [{"provider": "slow", "model": "m"}]}}})
+    gw = await start_gateway(
+        {"providers": {"slow": provider_entry(slow, timeouts={"read": 0.2})}, "models": {"chat": {"targets": [{"provider": "slow", "model": "m"}]}}}
+    )
     status, _, body = await post(gw.url, CHAT)
     assert status == 504
     assert body["error"]["type"] == "upstream_error"
@@ -92,14 +98,16 @@ async def test_fallback_aliases_then_request_models_in_order(make_upstream, star
     a, b, c = await make_upstream("openai"), await make_upstream("openai"), await make_upstream("openai")
     a.default = Behaviour(status=503)
     b.default = Behaviour(status=503)
-    gw = await start_gateway({
-        "providers": {"a": provider_entry(a), "b": provider_entry(b), "c": provider_entry(c)},
-        "models": {
-            "first": {"targets": [{"provider": "a", "model": "ma"}], "fallbacks": ["backup"]},
-            "backup": {"targets": [{"provider": "b", "model": "mb"}]},
-            "other": {"targets": [{"provider": "c", "model": "mc"}]},
-        },
-    })
+    gw = await start_gateway(
+        {
+            "providers": {"a": provider_entry(a), "b": provider_entry(b), "c": provider_entry(c)},
+            "models": {
+                "first": {"targets": [{"provider": "a", "model": "ma"}], "fallbacks": ["backup"]},
+                "backup": {"targets": [{"provider": "b", "model": "mb"}]},
+                "other": {"targets": [{"provider": "c", "model": "mc"}]},
+            },
+        }
+    )
     status, headers, body = await post(gw.url, {"model": "first", "models": ["other"], "messages": [{"role": "user", "content": "x"}]})
     assert status == 200, body
     assert headers["x-router-attempts"] == "3"
@@ -119,7 +127,9 @@ async def test_models_list_without_model_uses_first_of_models(make_upstream, sta
 async def test_provider_key_never_reaches_the_client(make_upstream, start_gateway):
     up = await make_upstream("openai", api_key="sk-right-key-000000000000")
     wrong = "sk-wrong-key-1234567890abcdef"
-    gw = await start_gateway({"providers": {"p": {"kind": "openai", "base_url": up.base_url, "api_key": wrong}}, "models": {"chat": {"targets": [{"provider": "p", "model": "m"}]}}})
+    gw = await start_gateway(
+        {"providers": {"p": {"kind": "openai", "base_url": up.base_url, "api_key": wrong}}, "models": {"chat": {"targets": [{"provider": "p", "model": "m"}]}}}
+    )
     status, headers, body = await post(gw.url, CHAT)
     assert status == 502  # our key is wrong: not the caller's fault
     text = str(body) + str(headers)

@@ -81,7 +81,11 @@ async def get_text(url: str) -> str:
 def run_cli(config_path: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "router", "usage", "--config", str(config_path), "--since", "1d", *args],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -89,10 +93,13 @@ def run_cli(config_path: Path, *args: str) -> str:
 
 async def test_mix_is_priced_exactly_once_and_every_view_agrees(make_upstream, tmp_path):
     ups = await make_upstreams(make_upstream)
-    config = build_config(ups, {
-        "sinks": [{"kind": "sqlite", "path": str(tmp_path / "usage.db")}, {"kind": "jsonl", "path": str(tmp_path / "usage.jsonl")}],
-        "journal_dir": str(tmp_path / "journal"),
-    })
+    config = build_config(
+        ups,
+        {
+            "sinks": [{"kind": "sqlite", "path": str(tmp_path / "usage.db")}, {"kind": "jsonl", "path": str(tmp_path / "usage.jsonl")}],
+            "journal_dir": str(tmp_path / "journal"),
+        },
+    )
     config_path = tmp_path / "routes.yaml"
     config_path.write_text(yaml.safe_dump(config))
     server = await start_server(table_from(config), "127.0.0.1", 0)
@@ -218,8 +225,6 @@ async def test_sqlite_locked_partway_and_a_restart_lose_nothing_and_count_nothin
             await second.stop()
         else:
             await first.stop()
-
-
 
 
 async def stop_redis(proc: asyncio.subprocess.Process) -> None:

@@ -19,7 +19,9 @@ CHAT_KINDS = {
 
 async def gateway_for(kind, make_upstream, start_gateway, ops=("chat",)):
     up = await make_upstream(kind)
-    gw = await start_gateway({"providers": {kind: provider_entry(up)}, "models": {"alias": {"operations": list(ops), "targets": [{"provider": kind, "model": f"{kind}-model"}]}}})
+    gw = await start_gateway(
+        {"providers": {kind: provider_entry(up)}, "models": {"alias": {"operations": list(ops), "targets": [{"provider": kind, "model": f"{kind}-model"}]}}}
+    )
     return up, gw
 
 
@@ -47,7 +49,9 @@ async def test_async_client_chat_stream_with_usage(kind, make_upstream, start_ga
     text, (prompt, completion), _, _ = CHAT_KINDS[kind]
     _, gw = await gateway_for(kind, make_upstream, start_gateway)
     async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0) as client:
-        stream = await client.chat.completions.create(model="alias", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True})
+        stream = await client.chat.completions.create(
+            model="alias", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        )
         pieces, usage = [], None
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -100,10 +104,17 @@ async def test_text_completions_through_interactive(make_upstream, start_gateway
 
 
 async def test_mock_provider_answers_chat_and_stream(start_gateway):
-    gw = await start_gateway({"providers": {"mock": {"kind": "mock", "options": {"completion_tokens": 5}}}, "models": {"alias": {"targets": [{"provider": "mock", "model": "mock-1"}]}}})
+    gw = await start_gateway(
+        {
+            "providers": {"mock": {"kind": "mock", "options": {"completion_tokens": 5}}},
+            "models": {"alias": {"targets": [{"provider": "mock", "model": "mock-1"}]}},
+        }
+    )
     async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0) as client:
         reply = await client.chat.completions.create(model="alias", messages=[{"role": "user", "content": "hi there"}])
-        stream = await client.chat.completions.create(model="alias", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True})
+        stream = await client.chat.completions.create(
+            model="alias", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        )
         chunks = [chunk async for chunk in stream]
         models = await client.models.list()
     assert reply.usage is not None and reply.usage.completion_tokens == 5

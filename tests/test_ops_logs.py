@@ -18,8 +18,25 @@ from tests.ops_support import JSON_LOGS, chat, events, json_lines
 
 PROMPT = "zebra-prompt-4821 tell me the quarterly numbers"
 KEY = "sk-live-abcdefghijklmnopqrstuvwxyz0123"
-REQUEST_FIELDS = {"ts", "level", "logger", "msg", "event", "request_id", "operation", "stream", "requested_model", "alias", "provider",
-                  "model", "status", "attempts", "latency_ms", "ttft_ms", "overhead_ms"}
+REQUEST_FIELDS = {
+    "ts",
+    "level",
+    "logger",
+    "msg",
+    "event",
+    "request_id",
+    "operation",
+    "stream",
+    "requested_model",
+    "alias",
+    "provider",
+    "model",
+    "status",
+    "attempts",
+    "latency_ms",
+    "ttft_ms",
+    "overhead_ms",
+}
 
 
 async def test_a_full_run_logs_json_lines_with_request_fields_and_no_prompt_or_secret(make_upstream, spawn_gateway):
@@ -38,8 +55,9 @@ async def test_a_full_run_logs_json_lines_with_request_fields_and_no_prompt_or_s
     async with aiohttp.ClientSession() as session:
         assert (await chat(session, gp.url, request_id="plain", text=PROMPT))[0] == 200
         assert (await chat(session, gp.url, request_id="retried", text=PROMPT, stream=True))[0] == 200
-        async with session.post(gp.url + "/v1/chat/completions", headers={"x-request-id": "rejected"},
-                                json={"model": "broken", "messages": [{"role": "user", "content": PROMPT}]}) as r:
+        async with session.post(
+            gp.url + "/v1/chat/completions", headers={"x-request-id": "rejected"}, json={"model": "broken", "messages": [{"role": "user", "content": PROMPT}]}
+        ) as r:
             assert r.status >= 400
         await wait_for(lambda: len(events(gp, "request")) == 3)
     gp.send_signal(signal.SIGTERM)
@@ -91,7 +109,9 @@ def test_request_lines_are_not_built_when_the_level_is_off(caplog):
     from router.logs import RequestLog
     from tests.conftest import table_from
 
-    gateway_like = type("G", (), {"table": table_from({"providers": {"m": {"kind": "mock"}}, "models": {"c": {"targets": [{"provider": "m", "model": "x"}]}}})})()
+    gateway_like = type(
+        "G", (), {"table": table_from({"providers": {"m": {"kind": "mock"}}, "models": {"c": {"targets": [{"provider": "m", "model": "x"}]}}})}
+    )()
     listener = RequestLog(gateway_like)  # type: ignore[arg-type]
     record = RequestRecord(request_id="quiet", operation="chat", stream=False, requested_models=["c"])
     record.finish(200)

@@ -87,7 +87,10 @@ async def test_admin_reload_swaps_or_refuses(make_upstream, start_gateway, tmp_p
     write_config(path, routes(upstream, "old-model"))
     gw = await start_gateway(load_table(path))
     async with aiohttp.ClientSession() as session:
-        write_config(path, {**routes(upstream, "new-model"), "models": {**routes(upstream, "new-model")["models"], "extra": {"targets": [{"provider": "up", "model": "m"}]}}})
+        write_config(
+            path,
+            {**routes(upstream, "new-model"), "models": {**routes(upstream, "new-model")["models"], "extra": {"targets": [{"provider": "up", "model": "m"}]}}},
+        )
         async with session.post(gw.url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
             body = await r.json()
             assert r.status == 200, body

@@ -13,10 +13,12 @@ from tests.fakes.upstream import Behaviour
 async def test_active_checks_open_and_close_the_circuit(make_upstream, start_gateway):
     up = await make_upstream("openai")
     up.default = Behaviour(500)
-    gw = await start_gateway({
-        "providers": {"up": provider_entry(up, health={"check_interval": 0.05, "failure_threshold": 2, "cooldown": 60})},
-        "models": {"chat": {"targets": [{"provider": "up", "model": "m"}]}},
-    })
+    gw = await start_gateway(
+        {
+            "providers": {"up": provider_entry(up, health={"check_interval": 0.05, "failure_threshold": 2, "cooldown": 60})},
+            "models": {"chat": {"targets": [{"provider": "up", "model": "m"}]}},
+        }
+    )
 
     async def circuit() -> str:
         async with aiohttp.ClientSession() as s, s.get(gw.url + "/admin/targets", headers=ADMIN_HEADERS) as r:

@@ -140,7 +140,15 @@ def test_parse_duration(text, seconds):
 
 def test_read_quota_from_openai_headers():
     outcome = Outcome("ok")
-    read_quota({"x-ratelimit-remaining-requests": "59", "x-ratelimit-reset-requests": "1s", "x-ratelimit-remaining-tokens": "149984", "x-ratelimit-reset-tokens": "6m0s"}, outcome)
+    read_quota(
+        {
+            "x-ratelimit-remaining-requests": "59",
+            "x-ratelimit-reset-requests": "1s",
+            "x-ratelimit-remaining-tokens": "149984",
+            "x-ratelimit-reset-tokens": "6m0s",
+        },
+        outcome,
+    )
     assert (outcome.remaining_requests, outcome.reset_requests, outcome.remaining_tokens, outcome.reset_tokens) == (59, 1.0, 149984, 360.0)
 
 
@@ -214,7 +222,7 @@ async def test_store_cooldown_from_retry_after(store: StateStore):
     await store.tasks.drain()
     refused = await store.admit([a], 5)
     assert refused.index is None and refused.skips[0][1].startswith("cooldown")
-    assert (await wait_for(lambda: _admitted(store, a), timeout=3))
+    assert await wait_for(lambda: _admitted(store, a), timeout=3)
 
 
 async def _admitted(store: StateStore, c: Claim) -> bool:

@@ -45,9 +45,7 @@ async def test_backoff_grows_between_retries(make_upstream, start_gateway):
 
 
 async def test_retry_after_is_honoured_in_both_forms(make_upstream, start_gateway):
-    up = (await make_upstream("openai")).then(
-        Behaviour(503, headers={"Retry-After": "0.4"}), Behaviour(429, headers={"retry-after-ms": "300"})
-    )
+    up = (await make_upstream("openai")).then(Behaviour(503, headers={"Retry-After": "0.4"}), Behaviour(429, headers={"retry-after-ms": "300"}))
     gw = await start_gateway(config([(up, {})], retry={"attempts": 3, "backoff_initial": 0.01, "retry_after_cap": 5}))
     status, body, _ = await post(gw.url)
     assert status == 200, body
@@ -90,9 +88,9 @@ async def test_max_price_keeps_fallback_under_the_ceiling(make_upstream, start_g
     cheap = await make_upstream("openai")
     cheap.default = Behaviour(500)
     dear = await make_upstream("openai")
-    gw = await start_gateway(config(
-        [(cheap, {"price": {"input": 0.5, "output": 1.5}}), (dear, {"price": {"input": 5, "output": 15}, "priority": 1})], strategy="priority"
-    ))
+    gw = await start_gateway(
+        config([(cheap, {"price": {"input": 0.5, "output": 1.5}}), (dear, {"price": {"input": 5, "output": 15}, "priority": 1})], strategy="priority")
+    )
     status, body, headers = await post(gw.url, max_price={"input": 1, "output": 2})
     assert status == 502, body
     assert dear.received == []
@@ -119,9 +117,7 @@ async def test_admin_targets_shows_live_state(make_upstream, start_gateway):
     up = (await make_upstream("openai")).then(Behaviour(429, headers={"Retry-After": "30"}))
     other = await make_upstream("openai")
     other.default = Behaviour(headers={"x-ratelimit-remaining-requests": "41", "x-ratelimit-reset-requests": "20s"})
-    gw = await start_gateway(config(
-        [(up, {"price": {"input": 1, "output": 2}, "limits": {"rpm": 100}}), (other, {"priority": 1})], strategy="priority"
-    ))
+    gw = await start_gateway(config([(up, {"price": {"input": 1, "output": 2}, "limits": {"rpm": 100}}), (other, {"priority": 1})], strategy="priority"))
     status, _, headers = await post(gw.url)
     assert status == 200
     assert headers["x-router-trace"] == "up0/m0=status 429, up1/m1=ok"
@@ -136,7 +132,15 @@ async def test_admin_targets_shows_live_state(make_upstream, start_gateway):
 
     t = await wait_for(reported)
     assert 25 < t["up0/m0"]["cooldown_for"] <= 30
-    assert t["up0/m0"]["limits"][0] == {"scope": "target:up0/m0", "requests": 1, "rpm": 100, "tokens": t["up0/m0"]["limits"][0]["tokens"], "tpm": None, "in_flight": 0, "concurrency": None}
+    assert t["up0/m0"]["limits"][0] == {
+        "scope": "target:up0/m0",
+        "requests": 1,
+        "rpm": 100,
+        "tokens": t["up0/m0"]["limits"][0]["tokens"],
+        "tpm": None,
+        "in_flight": 0,
+        "concurrency": None,
+    }
     assert t["up0/m0"]["price"]["input"] == "1"
     assert t["up1/m1"]["latency_ms"] is not None
     # while it cools down the strategy puts it last, so the next request does not call it
@@ -184,10 +188,14 @@ async def _in_flight(url: str, expected: int) -> bool:
 
 async def test_a_provider_account_limit_is_shared_by_its_models(make_upstream, start_gateway):
     up = await make_upstream("openai")
-    gw = await start_gateway({
-        "providers": {"acct": provider_entry(up, limits={"rpm": 2})},
-        "models": {"chat": {"targets": [{"provider": "acct", "model": "small"}, {"provider": "acct", "model": "big", "priority": 1}], "strategy": "priority"}},
-    })
+    gw = await start_gateway(
+        {
+            "providers": {"acct": provider_entry(up, limits={"rpm": 2})},
+            "models": {
+                "chat": {"targets": [{"provider": "acct", "model": "small"}, {"provider": "acct", "model": "big", "priority": 1}], "strategy": "priority"}
+            },
+        }
+    )
     assert (await post(gw.url))[0] == 200
     assert (await post(gw.url))[0] == 200
     status, _, headers = await post(gw.url)

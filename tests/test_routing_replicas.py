@@ -51,8 +51,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_a_circuit_opened_through_replica_a_is_skipped_by_replica_b(make_upstream, spawn_gateway, redis_url, redis_prefix, session):
     bad, good = await make_upstream("openai"), await make_upstream("openai")
     bad.default = Behaviour(500)
-    cfg = routes([(bad, {}), (good, {"priority": 1})], {"url": redis_url, "prefix": redis_prefix},
-                 provider={"health": {"failure_threshold": 3, "cooldown": 60}}, strategy="priority")
+    cfg = routes(
+        [(bad, {}), (good, {"priority": 1})],
+        {"url": redis_url, "prefix": redis_prefix},
+        provider={"health": {"failure_threshold": 3, "cooldown": 60}},
+        strategy="priority",
+    )
     a, b = await spawn_gateway(cfg), await spawn_gateway(cfg)
     for _ in range(3):
         status, headers = await chat(session, a.url)
@@ -181,5 +185,3 @@ async def test_redis_stopped_mid_run_keeps_traffic_flowing_and_shared_state_resu
 
 async def _equals(value: Any, expected: int) -> bool:
     return await value == expected
-
-

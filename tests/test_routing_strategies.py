@@ -129,5 +129,7 @@ def test_a_target_about_to_run_out_goes_behind_its_peers_before_any_429():
     )
     assert names(order("priority", opts, ctx())) == ["second", "first"]
     # Near its own rpm limit counts the same.
-    near = options((target("near", limits=Limits(rpm=10)), TargetState(scopes={"target:near/m": ScopeUsage(requests=9)})), (target("far", priority=1), TargetState()))
+    near = options(
+        (target("near", limits=Limits(rpm=10)), TargetState(scopes={"target:near/m": ScopeUsage(requests=9)})), (target("far", priority=1), TargetState())
+    )
     assert names(order("priority", near, ctx())) == ["far", "near"]

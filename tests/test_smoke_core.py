@@ -7,7 +7,9 @@ from tests.conftest import provider_entry
 
 async def test_chat_through_forii(make_upstream, start_gateway):
     forii = await make_upstream("forii")
-    gw = await start_gateway({"providers": {"forii": provider_entry(forii)}, "models": {"chat": {"targets": [{"provider": "forii", "model": "forii/deepseek-v3"}]}}})
+    gw = await start_gateway(
+        {"providers": {"forii": provider_entry(forii)}, "models": {"chat": {"targets": [{"provider": "forii", "model": "forii/deepseek-v3"}]}}}
+    )
     async with aiohttp.ClientSession() as s:
         async with s.post(gw.url + "/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]}) as r:
             body = await r.json()
@@ -37,7 +39,9 @@ async def test_wildcard_alias_sends_the_requested_model_on(make_upstream, start_
 
 async def test_forefront_serves_text_completions_with_a_bare_prompt(make_upstream, start_gateway):
     ff = await make_upstream("forefront")
-    gw = await start_gateway({"providers": {"ff": provider_entry(ff)}, "models": {"text": {"operations": ["completion"], "targets": [{"provider": "ff", "model": "ff-1"}]}}})
+    gw = await start_gateway(
+        {"providers": {"ff": provider_entry(ff)}, "models": {"text": {"operations": ["completion"], "targets": [{"provider": "ff", "model": "ff-1"}]}}}
+    )
     async with aiohttp.ClientSession() as s:
         async with s.post(gw.url + "/v1/completions", json={"model": "text", "prompt": "What is 42?", "max_tokens": 3}) as r:
             body = await r.json()
@@ -48,10 +52,12 @@ async def test_forefront_serves_text_completions_with_a_bare_prompt(make_upstrea
 
 async def test_target_that_cannot_take_a_parameter_is_skipped(make_upstream, start_gateway):
     ff, forii = await make_upstream("forefront"), await make_upstream("forii")
-    gw = await start_gateway({
-        "providers": {"ff": provider_entry(ff), "forii": provider_entry(forii)},
-        "models": {"chat": {"targets": [{"provider": "ff", "model": "a"}, {"provider": "forii", "model": "b"}]}},
-    })
+    gw = await start_gateway(
+        {
+            "providers": {"ff": provider_entry(ff), "forii": provider_entry(forii)},
+            "models": {"chat": {"targets": [{"provider": "ff", "model": "a"}, {"provider": "forii", "model": "b"}]}},
+        }
+    )
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     async with aiohttp.ClientSession() as s:
         async with s.post(gw.url + "/v1/chat/completions", json={"model": "chat", "tools": tools, "messages": [{"role": "user", "content": "hi"}]}) as r:

@@ -267,7 +267,7 @@ class Ledger:
         done = 0
         try:
             while done < len(rows):
-                state.written += await state.sink.write(rows[done:done + size])
+                state.written += await state.sink.write(rows[done : done + size])
                 done += size
         except Exception as exc:
             if not isinstance(exc, SinkUnavailable):

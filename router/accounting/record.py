@@ -88,7 +88,7 @@ def request_metadata(body_metadata: dict[str, str], headers: Mapping[str, str]) 
     for name, value in headers.items():
         lower = name.lower()
         if lower.startswith(METADATA_HEADER) and len(lower) > len(METADATA_HEADER):
-            metadata[lower[len(METADATA_HEADER):][:MAX_METADATA_CHARS]] = value[:MAX_METADATA_CHARS]
+            metadata[lower[len(METADATA_HEADER) :][:MAX_METADATA_CHARS]] = value[:MAX_METADATA_CHARS]
         elif lower == TAGS_HEADER:
             for tag in value.split(","):
                 tag = tag.strip()[:MAX_METADATA_CHARS]

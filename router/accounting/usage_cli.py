@@ -53,7 +53,9 @@ def render_table(rows: list[dict[str, object]], group_by: list[str]) -> str:
     columns = [*group_by, *TABLE_COLUMNS]
     cells = [[str(r.get(c, "")) if r.get(c, "") != "" else "-" for c in columns] for r in rows]
     total = {c: sum(int(str(r[c])) for r in rows) for c in ("requests", *SUM_FIELDS)}
-    footer = ["TOTAL" if i == 0 else "" for i in range(len(group_by))] + [str(total[c]) if c != "cost_usd" else format_usd(total["cost_micro_usd"]) for c in TABLE_COLUMNS]
+    footer = ["TOTAL" if i == 0 else "" for i in range(len(group_by))] + [
+        str(total[c]) if c != "cost_usd" else format_usd(total["cost_micro_usd"]) for c in TABLE_COLUMNS
+    ]
     widths = [max(len(c), *(len(row[i]) for row in [*cells, footer])) for i, c in enumerate(columns)]
     numeric = set(TABLE_COLUMNS)
 

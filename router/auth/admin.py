@@ -96,7 +96,9 @@ async def create_key(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     reader, data = await _body(request, KEY_FIELDS)
     plain = generate_key()
-    key = parse_key_fields(reader, data, "", key_id=new_key_id(), key_hash=hash_key(plain, gateway.table.auth.pepper.reveal()), hint=key_hint(plain), source="admin")
+    key = parse_key_fields(
+        reader, data, "", key_id=new_key_id(), key_hash=hash_key(plain, gateway.table.auth.pepper.reveal()), hint=key_hint(plain), source="admin"
+    )
     if key.team is not None and await _team(gateway, key.team) is None:
         reader.fail("team", f"unknown team {key.team!r}; create it first with POST /admin/teams")
     _known_aliases(reader, gateway, key.aliases)

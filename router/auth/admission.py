@@ -93,7 +93,9 @@ async def admit(
     return admission
 
 
-async def count_and_reserve(gateway: Gateway, principal: Principal, tokens: int, lease_ttl: float, amount: int | None) -> tuple[LimitDecision, Reservation | None]:
+async def count_and_reserve(
+    gateway: Gateway, principal: Principal, tokens: int, lease_ttl: float, amount: int | None
+) -> tuple[LimitDecision, Reservation | None]:
     """Count the key's and team's limits and reserve ``amount`` against their budgets: both, or neither (429 / 402).
 
     The budget is checked first, so a request it refuses uses up no rpm,

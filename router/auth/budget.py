@@ -143,9 +143,7 @@ class RedisBudgetBook:
 
         ttls = _ttls(scopes, now)
         try:
-            return int(
-                await self._reserve(keys=[self.base + s.counter for s in scopes], args=[amount, *(s.limit_micro_usd for s in scopes), *ttls])
-            )
+            return int(await self._reserve(keys=[self.base + s.counter for s in scopes], args=[amount, *(s.limit_micro_usd for s in scopes), *ttls]))
         except (RedisError, OSError, TimeoutError) as exc:
             # Fail closed: admitting without a reservation could overspend.
             raise AuthUnavailable("the budget store is unavailable; try again shortly") from exc

@@ -121,7 +121,9 @@ def teams(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     def connection(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--url", default=os.environ.get("ROUTER_URL", "http://127.0.0.1:8080"), help="the gateway (default: $ROUTER_URL or http://127.0.0.1:8080)")
+        parser.add_argument(
+            "--url", default=os.environ.get("ROUTER_URL", "http://127.0.0.1:8080"), help="the gateway (default: $ROUTER_URL or http://127.0.0.1:8080)"
+        )
         parser.add_argument("--timeout", type=float, default=10.0)
 
     p_keys = sub.add_parser("keys", help="create, list, rotate and revoke client keys (admin API)")

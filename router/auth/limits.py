@@ -101,7 +101,6 @@ def refusal(decision: LimitDecision) -> RateLimited:
     return RateLimited(f"rate limit reached for {decision.refused_by or 'this key'}; retry after {retry_after}s", headers=headers)
 
 
-
 def scope_limits(principal: Principal) -> list[ScopeLimit]:
     return [ScopeLimit(s.name, s.limits.rpm, s.limits.tpm, s.limits.concurrency) for s in limit_scopes(principal)]
 

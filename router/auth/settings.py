@@ -44,7 +44,14 @@ DEFAULT_PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 AUTH_FIELDS = (
-    "enabled", "allow_remote_without_auth", "public_paths", "cache_ttl", "default_max_output_tokens", "failure_threshold", "teams", "keys",
+    "enabled",
+    "allow_remote_without_auth",
+    "public_paths",
+    "cache_ttl",
+    "default_max_output_tokens",
+    "failure_threshold",
+    "teams",
+    "keys",
 )
 TEAM_FIELDS = ("name", "aliases", "limits", "budget", "metadata")
 KEY_FIELDS = ("name", "team", "user", "aliases", "limits", "budget", "expires_at", "metadata")
@@ -230,9 +237,12 @@ def parse_auth(r: _Reader, raw: Any) -> AuthSettings:
         allow_remote_without_auth=remote,
         public_paths=frozenset(public),
         cache_ttl=cache_ttl,
-        default_max_output_tokens=r.integer(data.get("default_max_output_tokens"), "auth.default_max_output_tokens", defaults.default_max_output_tokens, minimum=1)
+        default_max_output_tokens=r.integer(
+            data.get("default_max_output_tokens"), "auth.default_max_output_tokens", defaults.default_max_output_tokens, minimum=1
+        )
         or defaults.default_max_output_tokens,
-        failure_threshold=r.integer(data.get("failure_threshold"), "auth.failure_threshold", defaults.failure_threshold, minimum=1) or defaults.failure_threshold,
+        failure_threshold=r.integer(data.get("failure_threshold"), "auth.failure_threshold", defaults.failure_threshold, minimum=1)
+        or defaults.failure_threshold,
         pepper=Secret(pepper),
         teams=MappingProxyType(teams),
         keys_by_hash=MappingProxyType(keys),

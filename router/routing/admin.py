@@ -31,12 +31,17 @@ def _render(target: Target, aliases: list[str], state: TargetState, now: float) 
     limits = []
     for limit in target_limits(target):
         usage = state.usage(limit.scope)
-        limits.append({
-            "scope": limit.scope,
-            "requests": usage.requests, "rpm": limit.rpm,
-            "tokens": usage.tokens, "tpm": limit.tpm,
-            "in_flight": usage.in_flight, "concurrency": limit.concurrency,
-        })
+        limits.append(
+            {
+                "scope": limit.scope,
+                "requests": usage.requests,
+                "rpm": limit.rpm,
+                "tokens": usage.tokens,
+                "tpm": limit.tpm,
+                "in_flight": usage.in_flight,
+                "concurrency": limit.concurrency,
+            }
+        )
     price = target.price
     return {
         "target": target.key,

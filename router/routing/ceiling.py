@@ -46,7 +46,7 @@ def parse_ceiling(body: dict[str, Any]) -> PriceCeiling | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise InvalidRequest("'max_price' must be an object like {\"input\": 1.0, \"output\": 4.0} (USD per million tokens)", param="max_price")
+        raise InvalidRequest('\'max_price\' must be an object like {"input": 1.0, "output": 4.0} (USD per million tokens)', param="max_price")
     ceiling = PriceCeiling(_amount(raw.get("input", raw.get("prompt")), "input"), _amount(raw.get("output", raw.get("completion")), "output"))
     return ceiling if ceiling.input is not None or ceiling.output is not None else None
 

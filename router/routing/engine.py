@@ -78,8 +78,7 @@ class RoutingEngine:
             while end < len(candidates) and candidates[end].alias is alias:
                 end += 1
             options = [
-                strategies.Option(i, c.target, states.get(c.target.key) or TargetState(), target_limits(c.target))
-                for i, c in enumerate(candidates[start:end])
+                strategies.Option(i, c.target, states.get(c.target.key) or TargetState(), target_limits(c.target)) for i, c in enumerate(candidates[start:end])
             ]
             by_option = {id(o): candidates[start + o.position] for o in options}
             ordered += [by_option[id(o)] for o in strategies.order(alias.strategy, options, ctx)]

@@ -192,7 +192,9 @@ class Health:
     def _fold_quota(self, outcome: Outcome, now: float) -> None:
         if outcome.remaining_requests is not None:
             reset = now + (outcome.reset_requests if outcome.reset_requests is not None else DEFAULT_QUOTA_RESET)
-            self.remaining_requests, self.reset_requests_at = _merge_quota(self.remaining_requests, self.reset_requests_at, outcome.remaining_requests, reset, now)
+            self.remaining_requests, self.reset_requests_at = _merge_quota(
+                self.remaining_requests, self.reset_requests_at, outcome.remaining_requests, reset, now
+            )
         if outcome.remaining_tokens is not None:
             reset = now + (outcome.reset_tokens if outcome.reset_tokens is not None else DEFAULT_QUOTA_RESET)
             self.remaining_tokens, self.reset_tokens_at = _merge_quota(self.remaining_tokens, self.reset_tokens_at, outcome.remaining_tokens, reset, now)

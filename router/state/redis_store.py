@@ -74,7 +74,10 @@ end
 
 # KEYS: per claim: target hash, then (window, leases) per scope.
 # ARGV: lease, lease_ms, n; per claim: tokens, honour_cooldown, probe_ms, n_scopes, (rpm, tpm, conc) per scope.
-ADMIT_LUA = LIMITER_LUA + _TARGET_LUA + r"""
+ADMIT_LUA = (
+    LIMITER_LUA
+    + _TARGET_LUA
+    + r"""
 local now = now_ms()
 local lease, lease_ms, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local k, a = 1, 4
@@ -105,12 +108,15 @@ for c = 1, n do
 end
 return out
 """
+)
 
 # KEYS: target hash, health window, then (window, leases) per scope.
 # ARGV: lease, second, token_delta, n_scopes, kind, latency_ms, ttft_ms, cooldown_ms,
 #       rem_rq, rst_rq_ms, rem_tk, rst_tk_ms, probe, threshold, rate, min_requests,
 #       window_s, open_ms, target_ttl_ms   (-1 = not given)
-REPORT_LUA = LIMITER_LUA + r"""
+REPORT_LUA = (
+    LIMITER_LUA
+    + r"""
 local now = now_ms()
 local th, hw = KEYS[1], KEYS[2]
 release_scopes(3, tonumber(ARGV[4]), ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now)
@@ -180,18 +186,23 @@ end
 redis.call('PEXPIRE', th, tonumber(ARGV[19]))
 return now
 """
+)
 
 _FIELDS = ("open", "open_until", "probe_until", "cool_until", "rem_rq", "rst_rq", "rem_tk", "rst_tk", "lat", "ttft", "measured_at", "fails")
 
 # Read-only.  KEYS: per target: target hash, then (window, leases) per scope.  ARGV: n, n_scopes per target.
-SNAPSHOT_LUA = LIMITER_LUA + r"""
+SNAPSHOT_LUA = (
+    LIMITER_LUA
+    + r"""
 local now = now_ms()
 local now_s = math.floor(now / 1000)
 local out = {now}
 local k = 1
 for c = 1, tonumber(ARGV[1]) do
   local ns = tonumber(ARGV[1 + c])
-  local row = redis.call('HMGET', KEYS[k], '""" + "', '".join(_FIELDS) + r"""')
+  local row = redis.call('HMGET', KEYS[k], '"""
+    + "', '".join(_FIELDS)
+    + r"""')
   for i = 0, ns - 1 do
     local req, tok = window_usage(KEYS[k + 1 + 2 * i], now_s, false)
     row[#row + 1] = req
@@ -203,6 +214,7 @@ for c = 1, tonumber(ARGV[1]) do
 end
 return out
 """
+)
 
 # KEYS: (window, leases) per scope, then the reserve's counters.
 # ARGV: lease, lease_ms, tokens, n, (rpm, tpm, conc) per scope, then optionally
@@ -210,7 +222,9 @@ return out
 # Counters first (a budget refusal counts nothing), then the scopes; all or nothing.
 # Returns {admitted 0/1, now ms, refused index, limit ('reserve' for a counter), retry ms},
 # then per scope (requests, tokens, oldest second) as this call left the window.
-ACQUIRE_LUA = LIMITER_LUA + r"""
+ACQUIRE_LUA = (
+    LIMITER_LUA
+    + r"""
 local now = now_ms()
 local now_s = math.floor(now / 1000)
 local n, tokens = tonumber(ARGV[4]), tonumber(ARGV[3])
@@ -247,12 +261,16 @@ for i = 0, n - 1 do
 end
 return out
 """
+)
 
 # KEYS: (window, leases) per scope.  ARGV: lease, second, token_delta, n.
-RELEASE_LUA = LIMITER_LUA + r"""
+RELEASE_LUA = (
+    LIMITER_LUA
+    + r"""
 release_scopes(1, tonumber(ARGV[4]), ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms())
 return 1
 """
+)
 
 
 class RedisUnavailable(Exception):
@@ -440,12 +458,25 @@ class RedisStore(StateStore):
         delta = 0 if outcome.actual_tokens is None else outcome.actual_tokens - grant.tokens
         cooldown = outcome.retry_after if outcome.retry_after is not None else 1.0
         args = [
-            grant.lease, grant.second, delta, len(claim.limits), outcome.kind,
-            int(outcome.latency_ms), -1 if outcome.ttft_ms is None else int(outcome.ttft_ms), int(cooldown * 1000),
-            _or_minus(outcome.remaining_requests), _ms_or(outcome.reset_requests, 60.0),
-            _or_minus(outcome.remaining_tokens), _ms_or(outcome.reset_tokens, 60.0),
-            1 if outcome.probe else 0, rules.failure_threshold, rules.failure_rate, rules.min_requests,
-            int(rules.window), int(rules.cooldown * 1000), TARGET_TTL_MS,
+            grant.lease,
+            grant.second,
+            delta,
+            len(claim.limits),
+            outcome.kind,
+            int(outcome.latency_ms),
+            -1 if outcome.ttft_ms is None else int(outcome.ttft_ms),
+            int(cooldown * 1000),
+            _or_minus(outcome.remaining_requests),
+            _ms_or(outcome.reset_requests, 60.0),
+            _or_minus(outcome.remaining_tokens),
+            _ms_or(outcome.reset_tokens, 60.0),
+            1 if outcome.probe else 0,
+            rules.failure_threshold,
+            rules.failure_rate,
+            rules.min_requests,
+            int(rules.window),
+            int(rules.cooldown * 1000),
+            TARGET_TTL_MS,
         ]
 
         self._reports.append((keys, args, claim, outcome))
@@ -572,7 +603,7 @@ def _state(row: list[Any], claim: Claim, now: float, skew: float) -> TargetState
         state.remaining_requests, state.reset_requests_at = int(float(f["rem_rq"])), at("rst_rq")
     if f["rem_tk"] and at("rst_tk") > now + skew:
         state.remaining_tokens, state.reset_tokens_at = int(float(f["rem_tk"])), at("rst_tk")
-    rest = row[len(_FIELDS):]
+    rest = row[len(_FIELDS) :]
     for i, limit in enumerate(claim.limits):
         state.scopes[limit.scope] = ScopeUsage(int(rest[3 * i]), int(rest[3 * i + 1]), int(rest[3 * i + 2]))
     return state

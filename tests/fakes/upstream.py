@@ -26,8 +26,26 @@ from aiohttp import web
 BASE_PATHS = {"openai": "/v1", "forii": "/inference/v1", "forefront": "/v1", "interactive": "/api/v1"}
 FOREFRONT_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "temeperature", "stop"}
 INTERACTIVE_FIELDS = {
-    "model", "models", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
-    "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user", "metadata",
+    "model",
+    "models",
+    "prompt",
+    "best_of",
+    "echo",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "max_tokens",
+    "n",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "suffix",
+    "temperature",
+    "top_p",
+    "user",
+    "metadata",
     "response_format",
 }
 
@@ -161,14 +179,22 @@ class FakeUpstream:
             return {"prompt_tokens": 9.0, "completion_tokens": 7.0, "total_tokens": 16.0}
         if self.kind == "forii":
             return {"prompt_tokens": 18, "completion_tokens": 156, "total_tokens": 174, "prompt_tokens_details": {"cached_tokens": 0}}
-        return {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25, "completion_tokens_details": {"reasoning_tokens": 2}, "cache_read_input_tokens": 4}
+        return {
+            "prompt_tokens": 20,
+            "completion_tokens": 5,
+            "total_tokens": 25,
+            "completion_tokens_details": {"reasoning_tokens": 2},
+            "cache_read_input_tokens": 4,
+        }
 
     async def _answer(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
         behaviour = self._next()
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         if behaviour.status >= 400:
-            error = behaviour.body or {"error": {"message": f"fake {self.kind} says {behaviour.status}", "type": "server_error", "param": None, "code": str(behaviour.status)}}
+            error = behaviour.body or {
+                "error": {"message": f"fake {self.kind} says {behaviour.status}", "type": "server_error", "param": None, "code": str(behaviour.status)}
+            }
             return web.json_response(error, status=behaviour.status, headers=behaviour.headers)
         text = behaviour.text or f"Hello from {self.kind}"
         ident = f"{self.kind}-{next(self._ids)}"
@@ -182,8 +208,14 @@ class FakeUpstream:
         if self.kind == "forefront":
             answer: dict[str, Any] = {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage, "message": {"content": text}}
         elif chat:
-            answer = {"id": ident, "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": usage}
+            answer = {
+                "id": ident,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": usage,
+            }
         else:
             choice: dict[str, Any] = {"text": text, "index": 0.0, "logprobs": None, "finish_reason": "stop"}
             if self.kind == "interactive":
@@ -231,7 +263,11 @@ class FakeUpstream:
             else:
                 await response.write(chunk(None, "stop"))
                 if include_usage:
-                    await response.write(b"data: " + json.dumps({"id": ident, "object": kind, "created": int(time.time()), "model": body["model"], "choices": [], "usage": usage}).encode() + b"\n\n")
+                    await response.write(
+                        b"data: "
+                        + json.dumps({"id": ident, "object": kind, "created": int(time.time()), "model": body["model"], "choices": [], "usage": usage}).encode()
+                        + b"\n\n"
+                    )
             await response.write(b"data: [DONE]\n\n")
         except (asyncio.CancelledError, ConnectionResetError):
             self.disconnected.set()

@@ -127,7 +127,7 @@ class SqliteSink:
         groups = []
         for values in db.execute(sql, params):
             keys = dict(zip(group_by, values[: len(group_by)], strict=True))
-            numbers = values[len(group_by):]
+            numbers = values[len(group_by) :]
             if not group_by and numbers[0] == 0:
                 continue
             groups.append((keys, {"requests": numbers[0], **dict(zip(SUM_FIELDS, numbers[1:], strict=True))}))
