@@ -111,7 +111,9 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-TEST_NAMESPACE = "llmrtest:"
+# One namespace per test run: the end-of-run sweep must never touch another run's keys
+# (two checkouts may run their suites against the same Redis at once).
+TEST_NAMESPACE = f"llmrtest:{uuid.uuid4().hex[:8]}:"
 
 
 @pytest.fixture(scope="session", autouse=True)
