@@ -52,11 +52,16 @@ class Usage:
     reasoning_tokens: int = 0
     estimated: bool = False
 
+    @property
+    def total(self) -> int:
+        """The total as reported, or prompt + completion when the provider gave none."""
+        return self.total_tokens or self.prompt_tokens + self.completion_tokens
+
     def to_openai(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens or self.prompt_tokens + self.completion_tokens,
+            "total_tokens": self.total,
         }
         if self.cached_tokens or self.cache_write_tokens:
             details: dict[str, int] = {"cached_tokens": self.cached_tokens}

@@ -24,8 +24,13 @@
     ├── LedgerUnavailable             503 the usage sink did not answer a query
     └── AllCandidatesFailed           502/503/504 with one line per attempt
 
-Each class knows its HTTP status, its OpenAI error ``type`` and whether a retry
-could help.  ``to_body`` is the only path from an exception to bytes a client
+Each class carries, as data, its HTTP status, its OpenAI error ``type``,
+whether a retry could help (``retryable``), which ``retry.on`` kind it is
+(``retry_on``: connect, timeout, 429, 5xx, or None when the same target is not
+worth another try) and what it does to the target's health (``health``).
+``retry.py``, the routing engine, the health checks and the ledger read these
+fields; none classifies an exception itself.  ``upstream_status_error`` is the
+one mapping from an upstream's HTTP status to an error.  ``to_body`` is the only path from an exception to bytes a client
 sees, and it never includes a provider secret: upstream messages are scrubbed
 by ``router.secrets`` before they are wrapped here.
 """
@@ -36,12 +41,18 @@ from typing import Any
 
 import orjson
 
+from router.outcome import HealthEffect
+
 
 class GatewayError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str | None = None
     retryable: bool = False
+    retry_on: str | None = None  # the retry.on kind that may retry the same target; None: never
+    health: HealthEffect = HealthEffect.NEUTRAL  # a gateway-side error says nothing about the target
+    reason: str = "error"  # a short phrase for traces and logs
+    retry_after: float | None = None  # seconds the upstream asked us to wait
 
     def __init__(
         self,
@@ -145,22 +156,24 @@ class UpstreamError(GatewayError):
     type = "upstream_error"
     code = "upstream_error"
     retryable = True
-    reason = "error"
-    retry_after: float | None = None
+    retry_on = "5xx"
+    health = HealthEffect.FAIL
 
 
 class UpstreamConnectError(UpstreamError):
     reason = "connect"
+    retry_on = "connect"
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
     reason = "timeout"
+    retry_on = "timeout"
 
 
 class UpstreamProtocolError(UpstreamError):
-    reason = "protocol"
+    reason = "protocol"  # an answer we could not read: retried like a 5xx
 
 
 # Statuses where another target (or a later try) may well succeed.  401/403
@@ -185,6 +198,10 @@ class UpstreamStatusError(UpstreamError):
         self.retry_after = retry_after
         self.body = body
         self.reason = f"status {upstream_status}"
+        # 401/403/408/409: another target, not this one again.
+        self.retry_on = "429" if upstream_status == 429 else "5xx" if upstream_status >= 500 else None
+        throttled = upstream_status == 429 or (upstream_status == 503 and retry_after is not None)
+        self.health = HealthEffect.THROTTLE if throttled else HealthEffect.FAIL
 
 
 class UpstreamClientError(UpstreamStatusError):
@@ -197,6 +214,8 @@ class UpstreamClientError(UpstreamStatusError):
         super().__init__(upstream_status, message, body=body)
         self.status = upstream_status
         self.retryable = False
+        self.retry_on = None
+        self.health = HealthEffect.NEUTRAL  # the caller's mistake says nothing about the target
         if body and isinstance(body.get("error"), dict):
             err = body["error"]
             self.param = err.get("param") if isinstance(err.get("param"), str) else None
@@ -218,6 +237,15 @@ class TargetUnavailable(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def upstream_status_error(
+    provider: str, status: int, message: str, *, retry_after: float | None = None, body: dict[str, Any] | None = None
+) -> UpstreamStatusError:
+    """The one mapping from an upstream's non-2xx status to an error: the caller's fault, or the target's."""
+    if status in CALLER_FAULT_STATUSES:
+        return UpstreamClientError(status, f"{provider} rejected the request: {message}", body=body)
+    return UpstreamStatusError(status, f"{provider} answered {status}: {message}", retry_after=retry_after)
 
 
 class LedgerNotConfigured(GatewayError):

@@ -286,12 +286,12 @@ def request_fields(record: RequestRecord, bodies: bool = False) -> dict[str, Any
     if usage is not None:
         fields["prompt_tokens"] = usage.prompt_tokens
         fields["completion_tokens"] = usage.completion_tokens
-        fields["total_tokens"] = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        fields["total_tokens"] = usage.total
         if usage.cached_tokens:
             fields["cached_tokens"] = usage.cached_tokens
         if usage.reasoning_tokens:
             fields["reasoning_tokens"] = usage.reasoning_tokens
-        if usage.estimated or record.usage_estimated:
+        if usage.estimated:
             fields["usage_estimated"] = True
     if record.error_class:
         fields["error"] = record.error_class
@@ -299,7 +299,7 @@ def request_fields(record: RequestRecord, bodies: bool = False) -> dict[str, Any
         fields["client_disconnected"] = True
     if record.status >= 400 or len(record.attempts) > 1:
         # Outcomes can quote an upstream's error text; the pipeline scrubbed it, scrub again for keys of other accounts.
-        fields["tried"] = [_scrubbed(f"{a.alias} -> {a.target}: {a.outcome}") for a in record.attempts]
+        fields["tried"] = [_scrubbed(a.line) for a in record.attempts]
     if bodies and "prompt" in record.extra:
         fields["prompt"] = record.extra["prompt"]
     return fields

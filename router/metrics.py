@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from router.accounting.record import RequestRecord
 from router.accounting.usage import UsageRow, row_from_record
 from router.config import RouteTable, Target
+from router.outcome import AttemptKind
 
 if TYPE_CHECKING:
     from router.accounting.ledger import Ledger
@@ -134,14 +135,14 @@ class Metrics:
         if row.failovers:
             self._child(self.failovers, alias).inc(row.failovers)
         for attempt in record.attempts:
-            if attempt.outcome.startswith("skipped") or attempt.outcome == "started":
+            if not attempt.tried or attempt.kind is AttemptKind.STARTED:
                 continue
             a_provider, _, a_model = attempt.target.partition("/")
             self._child(
                 self.attempts,
                 a_provider if a_provider in table.providers else "",
                 self._model(alias_obj, a_model),
-                "ok" if attempt.outcome == "ok" else "error",
+                "ok" if attempt.kind is AttemptKind.OK else "error",
             ).inc()
         self._child(self.latency, alias).observe(row.latency_ms / 1000)
         self._child(self.overhead, alias).observe(row.overhead_ms / 1000)

@@ -1,39 +1,45 @@
-"""The request path, one rung per concern.
+"""The request path: one ``Exchange`` per client request, one ``Attempt`` per upstream call.
 
-    handle_completion          parse once, keep one RequestRecord, account at the end
-    -> eligible_candidates     routing/candidates.py: aliases, fallbacks, the request's models;
-                               routing/ceiling.py: drop what is over the request's max_price
-    -> admit                   auth/admission.py: allowed aliases, limits, budget reservation
-    -> send_with_fallback      routing/engine.py orders them by strategy and admits one against
-                               shared state (circuit, cooldown, quota, limits); stop at the first
-                               answer or a caller's 4xx
-    -> send_with_retries       same target again with backoff, per the alias's retry policy
-    -> routed_attempt          the admission's lease around one call; its outcome reported after
-    -> one_attempt             adapter builds, transport sends, adapter translates
-       -> relay_stream         SSE relayed event by event; after the first byte, no failover
+    Exchange.run                   finish the record whatever happens, then account for it
+    -> Exchange.handle             read and parse the body once (router/request.py)
+    -> Exchange.candidates         routing/candidates.py: aliases, fallbacks, the request's models;
+                                   routing/ceiling.py: drop what is over the request's max_price
+    -> Admission.admit             auth/admission.py: allowed aliases, key/team limits, budget reservation
+    -> Exchange.send_with_fallback routing/engine.py orders by strategy and admits one candidate against
+                                   shared state (circuit, cooldown, quota, limits); stop at the first
+                                   answer or a caller's 4xx
+    -> Exchange.send_with_retries  retry.py: the same target again with backoff, per the alias's policy
+    -> Exchange.attempt            one Attempt; its typed outcome reported to routing afterwards
+    -> Attempt.send                adapter builds, transport sends, the status is checked
+       -> Attempt.answer           a whole answer, translated (and streamed from, for a provider that cannot stream)
+       -> StreamRelay.run          SSE relayed as it arrives; after the first byte, no failover
+    -> Exchange.account            settle and release what admission took, hand the record to the ledger
 
-The client's body is never mutated: each attempt builds a fresh upstream
-body from it, so a retry or a failover sends exactly what the first did.
+Each rung takes one or two arguments; what a request carries from rung to
+rung lives on its ``Exchange``.  The client's body is never mutated: each
+attempt builds a fresh upstream body from it, so a retry or a failover sends
+exactly what the first did.  An attempt's outcome is an ``AttemptRecord``
+(router/accounting/record.py) with a typed kind; routing, budgets, the
+ledger, metrics and logs read it, none re-derives it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 
 from providers import ADAPTERS
-from providers.base import Adapter, ResponseContext, StreamTranslator
+from providers.base import ResponseContext, StreamTranslator
 from router.accounting.estimate import answer_text, estimate_usage
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
-from router.auth.admission import Admission, admit
-from router.auth.admission import finish as finish_admission
+from router.auth.admission import Admission
+from router.auth.middleware import PRINCIPAL, RATELIMIT_HEADERS
 from router.config import RouteTable
 from router.errors import (
-    CALLER_FAULT_STATUSES,
     AllCandidatesFailed,
     BodyTooLarge,
     GatewayError,
@@ -41,17 +47,18 @@ from router.errors import (
     UpstreamClientError,
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamStatusError,
     UpstreamTimeout,
     status_for_failures,
+    upstream_status_error,
 )
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
 from router.operations import Operation
+from router.outcome import AttemptKind, HealthEffect
 from router.request import ClientRequest, parse_request
 from router.retry import call_with_retries, retry_after
 from router.routing.candidates import Candidate, resolve_candidates
 from router.routing.ceiling import apply_ceiling, ceiling_error
-from router.routing.engine import Ticket, trace
+from router.routing.engine import Ticket
 from router.secrets import scrub
 from router.sse import DONE, DONE_EVENT, chunks_from_response, encode
 from router.transport import UpstreamResponse
@@ -63,6 +70,10 @@ class RelayResponse(web.StreamResponse):
     # aiohttp sends a stream's headers at prepare() by default; the relay has its
     # first events in hand by then, so the headers wait a moment and share their packet.
     _send_headers_immediately = False
+
+
+async def handle_completion(request: web.Request, op: Operation) -> web.StreamResponse:
+    return await Exchange(request, op).run()
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -78,32 +89,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return body
 
 
-async def handle_completion(request: web.Request, op: Operation) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    table = gateway.table  # one snapshot per request: a reload never changes a request mid-way
-    record = RequestRecord(request_id=request[REQUEST_ID], operation=op.value, stream=False, requested_models=[])
-    admission: Admission | None = None
-    try:
-        raw = await read_body(request, table.server.max_body_bytes)
-        req = parse_request(op, raw, record.request_id)
-        describe_request(record, req, request, table)
-        candidates = eligible_candidates(table, req, record)
-        admission = await admit(request, gateway, table, req, len(raw), candidates, record)
-        response = await send_with_fallback(request, gateway, req, admission.candidates, record)
-        record.finish(response.status)
-        return response
-    except GatewayError as exc:
-        record.finish(exc.status, type(exc).__name__)
-        raise
-    except asyncio.CancelledError:
-        record.client_disconnected = True
-        record.finish(499, "ClientDisconnected")
-        raise
-    finally:
-        finish_admission(gateway, admission, record)
-        gateway.account(record)
-
-
 def describe_request(record: RequestRecord, req: ClientRequest, request: web.Request, table: RouteTable) -> None:
     """What the ledger and the logs will say about who asked for what."""
     record.stream, record.requested_models = req.stream, req.models
@@ -113,190 +98,339 @@ def describe_request(record: RequestRecord, req: ClientRequest, request: web.Req
         record.extra["prompt"] = req.body.get("messages", req.body.get("prompt"))
 
 
-def eligible_candidates(table: RouteTable, req: ClientRequest, record: RequestRecord) -> list[Candidate]:
-    """The route table's candidates for this request, less those it cannot take or may not afford."""
-    candidates, skipped = resolve_candidates(table, req)
-    for skip in skipped:
-        record.attempts.append(AttemptRecord(target=skip.label, alias=skip.label.split(" ", 1)[0], outcome=f"skipped: {skip.reason}"))
-    candidates, over_price = apply_ceiling(candidates, req.body)
-    for candidate, reason in over_price:
-        record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, f"skipped: {reason}"))
-    if not candidates:
-        raise ceiling_error(req.body, over_price, router_headers(req, record, None))
-    return candidates
+class Exchange:
+    """One client request, from its body to its ledger record."""
 
+    __slots__ = ("request", "gateway", "table", "op", "record", "admission", "_req", "deadline")
 
-def _attempt_lines(record: RequestRecord) -> list[str]:
-    return [f"{a.alias} -> {a.target}: {a.outcome}" for a in record.attempts]
+    def __init__(self, request: web.Request, op: Operation) -> None:
+        self.request = request
+        self.gateway: Gateway = request.app[GATEWAY]
+        self.table = self.gateway.table  # one snapshot per request: a reload never changes a request mid-way
+        self.op = op
+        self.record = RequestRecord(request_id=request[REQUEST_ID], operation=op.value, stream=False, requested_models=[])
+        self.admission = Admission(request.get(PRINCIPAL), self.record)
+        self._req: ClientRequest | None = None
+        self.deadline = 0.0
 
+    @property
+    def req(self) -> ClientRequest:
+        assert self._req is not None, "the body is parsed first"
+        return self._req
 
-async def send_with_fallback(
-    request: web.Request, gateway: Gateway, req: ClientRequest, candidates: list[Candidate], record: RequestRecord
-) -> web.StreamResponse:
-    deadline = req.received_at + candidates[0].alias.retry.deadline
-    errors: list[GatewayError] = []
-    remaining = gateway.routing.order(candidates, req)
-    while remaining:
-        if time.monotonic() >= deadline:
-            errors.append(UpstreamTimeout("the request's deadline passed before this target could be tried"))
-            record.attempts.append(AttemptRecord(remaining[0].target.key, remaining[0].alias.name, "skipped: deadline passed"))
-            break
-        index, ticket, skips = await gateway.routing.admit(remaining, req, deadline)
-        for skipped, reason in skips:
-            record.attempts.append(AttemptRecord(remaining[skipped].target.key, remaining[skipped].alias.name, f"skipped: {reason}"))
-            errors.append(TargetUnavailable(reason))
-        if index is None or ticket is None:
-            break
-        candidate, remaining = remaining[index], remaining[index + 1 :]
+    async def run(self) -> web.StreamResponse:
         try:
-            return await send_with_retries(request, gateway, req, candidate, record, deadline, ticket)
-        except UpstreamClientError as exc:
-            exc.headers.update(router_headers(req, record, candidate))
+            response = await self.handle()
+            self.record.finish(response.status)
+            return response
+        except GatewayError as exc:
+            self.record.finish(exc.status, type(exc).__name__)
             raise
-        except (UpstreamError, TargetUnavailable) as exc:
-            errors.append(exc)
-    raise AllCandidatesFailed(status_for_failures(errors), _attempt_lines(record), headers=router_headers(req, record, None))
+        except asyncio.CancelledError:
+            self.record.client_left()
+            raise
+        finally:
+            self.account()
 
+    async def handle(self) -> web.StreamResponse:
+        raw = await read_body(self.request, self.table.server.max_body_bytes)
+        self._req = parse_request(self.op, raw, self.record.request_id)
+        describe_request(self.record, self._req, self.request, self.table)
+        allowed = self.admission.allowed(self.table, self._req, self.candidates())
+        await self.admission.admit(self.gateway, self._req, len(raw))
+        if self.admission.headers:  # x-ratelimit-*: middleware.add_ratelimit_headers puts them on the response
+            self.request[RATELIMIT_HEADERS] = self.admission.headers
+        return await self.send_with_fallback(allowed)
 
-async def send_with_retries(
-    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float, ticket: Ticket
-) -> web.StreamResponse:
-    admitted = [ticket]
+    def candidates(self) -> list[Candidate]:
+        """The route table's candidates for this request, less those it cannot take or may not afford."""
+        candidates, skipped = resolve_candidates(self.table, self.req)
+        for skip in skipped:
+            self.record.skip(skip.label, skip.label.split(" ", 1)[0], skip.reason)
+        candidates, over_price = apply_ceiling(candidates, self.req.body)
+        for candidate, reason in over_price:
+            self.record.skip(candidate.target.key, candidate.alias.name, reason)
+        if not candidates:
+            raise ceiling_error(self.req.body, over_price, self.router_headers(None))
+        return candidates
 
-    async def attempt() -> web.StreamResponse:
-        if admitted:
-            return await routed_attempt(request, gateway, req, candidate, record, deadline, admitted.pop())
-        # A retry is a new upstream call: admitted again (limits, circuit), but the
-        # Retry-After this target asked for has just been waited out.
-        _, again, skips = await gateway.routing.admit([candidate], req, deadline, honour_cooldown=False)
-        if again is None:
+    async def send_with_fallback(self, candidates: list[Candidate]) -> web.StreamResponse:
+        self.deadline = self.req.received_at + candidates[0].alias.retry.deadline
+        errors: list[GatewayError] = []
+        remaining = self.gateway.routing.order(candidates, self.req)
+        while remaining:
+            admitted = await self.admit_next(remaining, errors)
+            if admitted is None:
+                break
+            index, ticket = admitted
+            candidate, remaining = remaining[index], remaining[index + 1 :]
+            try:
+                return await self.send_with_retries(candidate, ticket)
+            except UpstreamClientError as exc:
+                exc.headers.update(self.router_headers(candidate))
+                raise
+            except (UpstreamError, TargetUnavailable) as exc:
+                errors.append(exc)
+        lines = [attempt.line for attempt in self.record.attempts]
+        raise AllCandidatesFailed(status_for_failures(errors), lines, headers=self.router_headers(None))
+
+    async def admit_next(self, remaining: list[Candidate], errors: list[GatewayError]) -> tuple[int, Ticket] | None:
+        """The first of ``remaining`` that shared state admits; the ones before it are recorded as skipped."""
+        if time.monotonic() >= self.deadline:
+            errors.append(UpstreamTimeout("the request's deadline passed before this target could be tried"))
+            self.record.skip(remaining[0].target.key, remaining[0].alias.name, "deadline passed")
+            return None
+        index, ticket, skips = await self.gateway.routing.admit(remaining, self.req, self.deadline)
+        for skipped, reason in skips:
+            self.record.skip(remaining[skipped].target.key, remaining[skipped].alias.name, reason)
+            errors.append(TargetUnavailable(reason))
+        return None if index is None or ticket is None else (index, ticket)
+
+    async def send_with_retries(self, candidate: Candidate, ticket: Ticket) -> web.StreamResponse:
+        first = [ticket]
+
+        async def attempt() -> web.StreamResponse:
+            return await self.attempt(candidate, first.pop() if first else await self.readmit(candidate))
+
+        return await call_with_retries(candidate.alias.retry, self.deadline, attempt)
+
+    async def readmit(self, candidate: Candidate) -> Ticket:
+        """A retry is a new upstream call: admitted again (limits, circuit), but the
+        Retry-After this target asked for has just been waited out."""
+        _, ticket, skips = await self.gateway.routing.admit([candidate], self.req, self.deadline, honour_cooldown=False)
+        if ticket is None:
             reason = skips[0][1] if skips else "not admitted"
-            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, f"skipped: {reason}"))
+            self.record.skip(candidate.target.key, candidate.alias.name, reason)
             raise TargetUnavailable(reason)
-        return await routed_attempt(request, gateway, req, candidate, record, deadline, again)
+        return ticket
 
-    return await call_with_retries(candidate.alias.retry, deadline, attempt)
+    async def attempt(self, candidate: Candidate, ticket: Ticket) -> web.StreamResponse:
+        attempt = Attempt(self, candidate, ticket)
+        try:
+            return await attempt.send()
+        finally:
+            self.gateway.routing.finish(ticket, attempt.outcome, self.record)
 
+    def router_headers(self, candidate: Candidate | None) -> dict[str, str]:
+        record = self.record
+        headers = {"x-request-id": record.request_id, "x-router-attempts": str(record.tries), "x-router-trace": record.trace}
+        if candidate is not None:
+            headers["x-router-provider"] = candidate.target.provider.name
+            headers["x-router-model"] = candidate.target.model
+        return headers
 
-async def routed_attempt(
-    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float, ticket: Ticket
-) -> web.StreamResponse:
-    try:
-        response = await one_attempt(request, gateway, req, candidate, record, deadline, ticket)
-    except BaseException as exc:
-        gateway.routing.finish(ticket, exc, record)
-        raise
-    gateway.routing.finish(ticket, None, record)
-    return response
-
-
-def router_headers(req: ClientRequest, record: RequestRecord, candidate: Candidate | None) -> dict[str, str]:
-    headers = {"x-request-id": req.request_id, "x-router-attempts": str(record.tries), "x-router-trace": trace(record)}
-    if candidate is not None:
-        headers["x-router-provider"] = candidate.target.provider.name
-        headers["x-router-model"] = candidate.target.model
-    return headers
+    def account(self) -> None:
+        self.admission.finish(self.gateway)
+        self.gateway.account(self.record)
 
 
-async def _status_error(adapter: Adapter, response: UpstreamResponse, gateway: Gateway, candidate: Candidate) -> UpstreamStatusError:
-    raw = b""
-    try:
-        raw = await response.read()
-    except UpstreamError:
-        pass
-    finally:
-        response.close()
-    try:
-        payload = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        payload = None
-    message = scrub(
-        adapter.error_message(response.status, payload) if payload is not None else (raw[:200].decode("utf-8", "replace") or f"HTTP {response.status}"),
-        gateway.table.secrets(),
-    )
-    where = candidate.target.provider.name
-    if response.status in CALLER_FAULT_STATUSES:
+class Attempt:
+    """One upstream call: its candidate, adapter, admission ticket and typed outcome."""
+
+    __slots__ = ("exchange", "candidate", "ticket", "adapter", "outcome", "started", "upstream", "batches", "native_stream")
+
+    def __init__(self, exchange: Exchange, candidate: Candidate, ticket: Ticket) -> None:
+        self.exchange = exchange
+        self.candidate = candidate
+        self.ticket = ticket
+        self.adapter = ADAPTERS[candidate.target.provider.kind]
+        self.outcome = AttemptRecord(candidate.target.key, candidate.alias.name, price=candidate.target.price)
+        self.started = time.monotonic()
+        self.upstream: UpstreamResponse | None = None
+        self.batches: AsyncIterator[list[bytes]] | None = None  # a stream's events, read once
+        req = exchange.req
+        self.native_stream = req.stream and req.op in self.adapter.capabilities.streams
+        exchange.record.attempts.append(self.outcome)
+        if exchange.record.upstream_started_mono is None:
+            exchange.record.upstream_started_mono = self.started
+
+    @property
+    def provider(self) -> str:
+        return self.candidate.target.provider.name
+
+    def context(self) -> ResponseContext:
+        req = self.exchange.req
+        return ResponseContext(self.provider, self.candidate.target.model, req.request_id, int(time.time()), req.include_usage)
+
+    async def send(self) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout_at(_loop_deadline(self.exchange.deadline)):
+                first = await self.call()
+        except TimeoutError as exc:
+            error = UpstreamTimeout(f"{self.provider}: no answer within the request's deadline")
+            raise self.failed(error) from exc
+        except GatewayError as exc:
+            raise self.failed(exc) from None
+        except asyncio.CancelledError:
+            self.close(AttemptKind.CLIENT_GONE)
+            raise
+        if isinstance(first, list):
+            return await StreamRelay(self, first).run()
+        return await self.answer(first)
+
+    async def call(self) -> bytes | list[bytes]:
+        """Send, check the status; the whole answer, or a stream's first events."""
+        req, target = self.exchange.req, self.candidate.target
+        call = self.adapter.build_call(req.op, req.body, target.model, self.native_stream)
+        self.upstream = upstream = await self.exchange.gateway.transport.send(target.provider, call, req.request_id)
+        self.outcome.status = upstream.status
+        self.ticket.headers = upstream.headers  # its rate-limit headers feed the shared state
+        if upstream.status >= 400:
+            raise await self.status_error(upstream)
+        if self.native_stream:
+            self.batches = upstream.event_batches()
+            return await _first_batch(self.batches, self.provider)
+        return await upstream.read()
+
+    async def status_error(self, upstream: UpstreamResponse) -> UpstreamError:
+        raw = b""
+        try:
+            raw = await upstream.read()
+        except UpstreamError:
+            pass
+        finally:
+            upstream.close()
+        try:
+            payload = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            payload = None
+        text = self.adapter.error_message(upstream.status, payload) if payload is not None else raw[:200].decode("utf-8", "replace")
+        message = scrub(text or f"HTTP {upstream.status}", self.exchange.table.secrets())
         body = payload if isinstance(payload, dict) else None
         if body is not None and isinstance(body.get("error"), dict):
             body = {"error": {**body["error"], "message": message}}
-        return UpstreamClientError(response.status, f"{where} rejected the request: {message}", body=body)
-    return UpstreamStatusError(response.status, f"{where} answered {response.status}: {message}", retry_after=retry_after(response.headers))
+        return upstream_status_error(self.provider, upstream.status, message, retry_after=retry_after(upstream.headers), body=body)
+
+    async def answer(self, raw: bytes) -> web.StreamResponse:
+        exchange, req = self.exchange, self.exchange.req
+        try:
+            payload = orjson.loads(raw)
+            if not isinstance(payload, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise self.failed(UpstreamProtocolError(f"{self.provider}: answer is not a JSON object")) from exc
+        out, usage = self.adapter.translate_response(req.op, payload, self.context())
+        # The provider reported no usage: charge an estimate, marked as one.
+        self.succeed(usage or estimate_usage(req.body, completion_chars=len(answer_text(out))))
+        headers = exchange.router_headers(self.candidate)
+        if not req.stream:
+            exchange.record.first_token_mono = exchange.record.ended_mono or time.monotonic()
+            return web.Response(body=orjson.dumps(out), headers=headers, content_type="application/json")
+        return await self.stream_whole(out, headers)
+
+    async def stream_whole(self, out: dict, headers: dict[str, str]) -> web.StreamResponse:
+        """A provider that cannot stream: answer the streaming client from the whole response."""
+        response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+        await response.prepare(self.exchange.request)
+        self.exchange.record.first_token_mono = time.monotonic()
+        for chunk in chunks_from_response(out, self.exchange.req.include_usage):
+            await response.write(encode(chunk))
+        await response.write(DONE_EVENT)
+        await response.write_eof()
+        return response
+
+    def succeed(self, usage: object | None) -> None:
+        """The upstream answered: this target answers the request (a stream's usage comes at its end)."""
+        record, target = self.exchange.record, self.candidate.target
+        self.close(AttemptKind.OK, HealthEffect.OK)
+        if usage is not None:
+            self.outcome.charge(usage)  # type: ignore[arg-type]
+            record.usage = self.outcome.usage
+        record.alias, record.provider, record.model, record.target_key = self.candidate.alias.name, target.provider.name, target.model, target.key
+
+    def failed(self, error: GatewayError) -> GatewayError:
+        """Close the attempt as failed by ``error`` (its health effect and reason are the error's own)."""
+        if self.upstream is not None:
+            self.upstream.close()
+        self.close(AttemptKind.FAILED, error.health)
+        self.outcome.reason, self.outcome.detail, self.outcome.retry_after = error.reason, error.message, error.retry_after
+        return error
+
+    def close(self, kind: AttemptKind, health: HealthEffect = HealthEffect.NEUTRAL) -> None:
+        if kind is AttemptKind.CLIENT_GONE and self.upstream is not None:
+            self.upstream.close()
+        self.outcome.kind, self.outcome.health = kind, health
+        self.outcome.latency_ms = (time.monotonic() - self.started) * 1000
 
 
-async def one_attempt(
-    request: web.Request, gateway: Gateway, req: ClientRequest, candidate: Candidate, record: RequestRecord, deadline: float, ticket: Ticket | None = None
-) -> web.StreamResponse:
-    target = candidate.target
-    adapter = ADAPTERS[target.provider.kind]
-    native_stream = req.stream and req.op in adapter.capabilities.streams
-    call = adapter.build_call(req.op, req.body, target.model, native_stream)
-    ctx = ResponseContext(target.provider.name, target.model, req.request_id, int(time.time()), req.include_usage)
-    attempt = AttemptRecord(target.key, candidate.alias.name, "started", price=target.price)
-    record.attempts.append(attempt)
-    started = time.monotonic()
-    if record.upstream_started_mono is None:
-        record.upstream_started_mono = started
-    upstream: UpstreamResponse | None = None
-    try:
-        async with asyncio.timeout_at(_loop_deadline(deadline)):
-            upstream = await gateway.transport.send(target.provider, call, req.request_id)
-            attempt.status = upstream.status
-            if ticket is not None:
-                ticket.headers = upstream.headers  # its rate-limit headers feed the shared state
-            if upstream.status >= 400:
-                raise await _status_error(adapter, upstream, gateway, candidate)
-            if native_stream:
-                translator = adapter.stream_translator(req.op, ctx)
-                batches = upstream.event_batches()
-                first = await _first_batch(batches, target.provider.name)
+class StreamRelay:
+    """Relay one upstream stream as it arrives.  The client's first byte commits the request to this target.
+
+    Events that arrived in one read of the upstream leave in one write to the
+    client: a write per event cost a syscall each and halved chunks/s.  The
+    headers ride with the first write and the chunked-encoding end with the last.
+    """
+
+    __slots__ = ("attempt", "first", "batches", "translator", "response", "relayed")
+
+    def __init__(self, attempt: Attempt, first: list[bytes]) -> None:
+        attempt.succeed(None)  # before the headers: the trace says this target answered
+        self.attempt = attempt
+        self.first = first
+        assert attempt.batches is not None
+        self.batches = attempt.batches
+        self.translator: StreamTranslator = attempt.adapter.stream_translator(attempt.exchange.req.op, attempt.context())
+        self.response = RelayResponse(headers={**attempt.exchange.router_headers(attempt.candidate), **SSE_HEADERS})
+        self.relayed = 0  # chunks the client was sent: the estimate when the stream ends without usage
+
+    async def run(self) -> web.StreamResponse:
+        attempt, record = self.attempt, self.attempt.exchange.record
+        try:
+            await self.response.prepare(attempt.exchange.request)
+            record.first_token_mono = time.monotonic()
+            await self.pump()
+        except UpstreamError as exc:
+            await self.broke(exc)
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            self.client_left(exc)
+        finally:
+            assert attempt.upstream is not None
+            attempt.upstream.close()
+            # Cut streams and providers that report no usage are still charged, by estimate.
+            attempt.outcome.charge(self.translator.usage or estimate_usage(attempt.exchange.req.body, chunks=self.relayed))
+            record.usage = attempt.outcome.usage
+        return self.response
+
+    async def pump(self) -> None:
+        out: list[bytes] = []
+        flushed = False
+        batch: list[bytes] | None = self.first
+        while batch is not None:
+            for data in batch:
+                if data == DONE:
+                    batch = None  # ends the while loop; what is in `out` leaves with [DONE]
+                    break
+                chunk = self.translator.translate(data)
+                if chunk is not None:
+                    self.relayed += 1
+                    out.append(encode(chunk))
             else:
-                raw = await upstream.read()
-    except TimeoutError as exc:
-        if upstream is not None:
-            upstream.close()
-        error = UpstreamTimeout(f"{target.provider.name}: no answer within the request's deadline")
-        _close_attempt(attempt, started, error)
-        raise error from exc
-    except GatewayError as exc:
-        if upstream is not None:
-            upstream.close()
-        _close_attempt(attempt, started, exc)
-        raise
-    except BaseException:
-        if upstream is not None:
-            upstream.close()
-        attempt.outcome = "client disconnected"
-        attempt.latency_ms = (time.monotonic() - started) * 1000
-        raise
+                if out or not flushed:  # the first pass always writes: the headers must not wait for the next read
+                    await self.response.write(b"".join(out))
+                    out, flushed = [], True
+                batch = await anext(self.batches, None)
+        out.extend(encode(chunk) for chunk in self.translator.finish())
+        out.append(DONE_EVENT)
+        await self.response.write_eof(b"".join(out))
 
-    if native_stream:
-        return await relay_stream(request, req, candidate, record, attempt, upstream, translator, batches, first, started)
+    async def broke(self, exc: UpstreamError) -> None:
+        """Too late to fail over: tell the client in the stream, in the OpenAI error shape."""
+        attempt, record = self.attempt, self.attempt.exchange.record
+        attempt.close(AttemptKind.MID_STREAM, HealthEffect.FAIL)  # the client saw an error: the target failed
+        attempt.outcome.reason, attempt.outcome.detail = exc.reason, exc.message
+        record.error_class = type(exc).__name__
+        record.extra["stream_error"] = exc.message
+        try:
+            await self.response.write(encode(GatewayError(f"the upstream stream broke: {exc.message}").to_body()))
+            await self.response.write_eof()
+        except ConnectionResetError as gone:
+            self.client_left(gone)
 
-    try:
-        payload = orjson.loads(raw)
-        if not isinstance(payload, dict):
-            raise ValueError("not an object")
-    except ValueError as exc:
-        bad_answer = UpstreamProtocolError(f"{target.provider.name}: answer is not a JSON object")
-        _close_attempt(attempt, started, bad_answer)
-        raise bad_answer from exc
-    out, usage = adapter.translate_response(req.op, payload, ctx)
-    if usage is None:  # the provider reported none: charge an estimate, marked as one
-        usage = estimate_usage(req.body, completion_chars=len(answer_text(out)))
-    _succeed(record, candidate, attempt, started, usage)
-    headers = router_headers(req, record, candidate)
-    if not req.stream:
-        record.first_token_mono = record.ended_mono or time.monotonic()
-        return web.Response(body=orjson.dumps(out), headers=headers, content_type="application/json")
-    # The provider cannot stream: answer the streaming client from the whole response.
-    response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
-    await response.prepare(request)
-    record.first_token_mono = time.monotonic()
-    for chunk in chunks_from_response(out, req.include_usage):
-        await response.write(encode(chunk))
-    await response.write(DONE_EVENT)
-    await response.write_eof()
-    return response
+    def client_left(self, exc: BaseException) -> None:
+        """The client went away mid-stream: a 499 in the record, never a traceback; cancellation goes on."""
+        self.attempt.exchange.record.client_left()
+        if isinstance(exc, asyncio.CancelledError):
+            raise exc
 
 
 def _loop_deadline(deadline: float) -> float:
@@ -305,98 +439,10 @@ def _loop_deadline(deadline: float) -> float:
     return loop.time() + (deadline - time.monotonic())
 
 
-async def _first_batch(batches: Any, provider: str) -> list[bytes]:
+async def _first_batch(batches: AsyncIterator[list[bytes]], provider: str) -> list[bytes]:
     """The first events that carry data (empty ones before them are dropped)."""
     async for batch in batches:
         for i, data in enumerate(batch):
             if data:
                 return batch[i:]
     raise UpstreamProtocolError(f"{provider}: the stream ended before its first event")
-
-
-def _close_attempt(attempt: AttemptRecord, started: float, error: GatewayError) -> None:
-    attempt.latency_ms = (time.monotonic() - started) * 1000
-    reason = getattr(error, "reason", "error")
-    attempt.outcome = f"{reason} ({error.message})" if reason != error.message else reason
-
-
-def _succeed(record: RequestRecord, candidate: Candidate, attempt: AttemptRecord, started: float, usage: Any) -> None:
-    attempt.outcome = "ok"
-    attempt.latency_ms = (time.monotonic() - started) * 1000
-    attempt.usage = usage
-    record.alias = candidate.alias.name
-    record.provider = candidate.target.provider.name
-    record.model = candidate.target.model
-    record.target_key = candidate.target.key
-    record.usage = usage
-
-
-async def relay_stream(
-    request: web.Request,
-    req: ClientRequest,
-    candidate: Candidate,
-    record: RequestRecord,
-    attempt: AttemptRecord,
-    upstream: UpstreamResponse,
-    translator: StreamTranslator,
-    batches: Any,
-    first: list[bytes],
-    started: float,
-) -> web.StreamResponse:
-    """Relay the stream as it arrives.  The client's first byte commits us to this target.
-
-    Events that arrived in one read of the upstream leave in one write to the
-    client: a write per event cost a syscall each and halved chunks/s.  The
-    headers ride with the first write and the chunked-encoding end with the last.
-    """
-    _succeed(record, candidate, attempt, started, None)
-    relayed = 0  # chunks the client was sent: the estimate when the stream ends without usage
-    response = RelayResponse(headers={**router_headers(req, record, candidate), **SSE_HEADERS})
-    try:
-        await response.prepare(request)
-        record.first_token_mono = time.monotonic()
-        out: list[bytes] = []
-        flushed = False
-        batch: list[bytes] | None = first
-        while batch is not None:
-            for data in batch:
-                if data == DONE:
-                    batch = None  # ends the while loop; what is in `out` leaves with [DONE]
-                    break
-                chunk = translator.translate(data)
-                if chunk is not None:
-                    relayed += 1
-                    out.append(encode(chunk))
-            else:
-                if out or not flushed:  # the first pass always writes: the headers must not wait for the next read
-                    await response.write(b"".join(out))
-                    out, flushed = [], True
-                batch = await anext(batches, None)
-        out.extend(encode(chunk) for chunk in translator.finish())
-        out.append(DONE_EVENT)
-        await response.write_eof(b"".join(out))
-    except UpstreamError as exc:
-        # Too late to fail over: tell the client in the stream, in the OpenAI error shape.
-        attempt.outcome = f"{exc.reason} mid-stream"
-        record.error_class = type(exc).__name__
-        record.extra["stream_error"] = exc.message
-        await _write_quietly(response, encode(GatewayError(f"the upstream stream broke: {exc.message}").to_body()))
-    except (ConnectionResetError, asyncio.CancelledError):
-        record.client_disconnected = True
-        raise
-    finally:
-        upstream.close()
-        # Cut streams and providers that report no usage are still charged, by estimate.
-        record.usage = attempt.usage = translator.usage or estimate_usage(req.body, chunks=relayed)
-    await _write_quietly(response, None)
-    return response
-
-
-async def _write_quietly(response: web.StreamResponse, data: bytes | None) -> None:
-    try:
-        if data is None:
-            await response.write_eof()
-        else:
-            await response.write(data)
-    except ConnectionResetError:
-        pass

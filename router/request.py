@@ -16,7 +16,19 @@ from router.operations import Operation
 # Type checks for the fields whose mistakes we can name before any upstream
 # sees them.  (bool is rejected where a number is expected: JSON true is not 1.)
 _NUMBER_FIELDS = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
-_INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k", "top_logprobs", "best_of")
+# The largest value each integer field may take.  A number past these is a
+# client's mistake, said with a 400 naming the field, before it reaches a
+# limiter or a Lua script (where 2**63-1 tokens once made Redis fail for everyone).
+MAX_TOKENS = 2**31 - 1  # far beyond any model's window, and well inside the 2**53 that Lua counts exactly
+_INT_FIELDS = {
+    "max_tokens": MAX_TOKENS,
+    "max_completion_tokens": MAX_TOKENS,
+    "n": 128,  # OpenAI's own bound
+    "best_of": 128,
+    "seed": 2**63 - 1,  # passed through to the provider only
+    "top_k": MAX_TOKENS,
+    "top_logprobs": 20,  # OpenAI's own bound
+}
 
 
 def new_request_id() -> str:
@@ -98,12 +110,16 @@ def parse_request(op: Operation, raw: bytes, request_id: str) -> ClientRequest:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InvalidRequest(f"'{name}' must be a number, got {_kind(value)}", param=name)
-    for name in _INT_FIELDS:
+    for name, most in _INT_FIELDS.items():
         value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidRequest(f"'{name}' must be an integer, got {_kind(value)}", param=name)
-        if isinstance(value, int) and value < 0:
+        if value < 0:
             raise InvalidRequest(f"'{name}' must not be negative", param=name)
+        if value > most:
+            raise InvalidRequest(f"'{name}' must be at most {most}, got {value}", param=name)
 
     stream = body.get("stream", False)
     if stream is None:

@@ -22,24 +22,14 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from router.config import RetryPolicy
-from router.errors import UpstreamConnectError, UpstreamError, UpstreamStatusError, UpstreamTimeout
+from router.errors import UpstreamError
 
 T = TypeVar("T")
 
 
 def failure_kind(exc: BaseException) -> str | None:
-    """The ``retry.on`` name of a failure, or None when no retry of the same target can help."""
-    if not isinstance(exc, UpstreamError) or not exc.retryable:
-        return None
-    if isinstance(exc, UpstreamConnectError):
-        return "connect"
-    if isinstance(exc, UpstreamTimeout):
-        return "timeout"
-    if isinstance(exc, UpstreamStatusError):
-        if exc.upstream_status == 429:
-            return "429"
-        return "5xx" if exc.upstream_status >= 500 else None  # 401/403/408/409: another target, not this one again
-    return "5xx"  # an answer we could not read
+    """The ``retry.on`` name of a failure (the error table's ``retry_on``), or None when no retry of the same target can help."""
+    return exc.retry_on if isinstance(exc, UpstreamError) and exc.retryable else None
 
 
 def retries_same_target(policy: RetryPolicy) -> Callable[[BaseException], bool]:

@@ -19,6 +19,7 @@ from router.accounting.price_file import load_litellm_prices
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
 from router.accounting.usage import row_from_record
 from router.config import ConfigError, Price
+from router.outcome import AttemptKind
 from tests.conftest import ADMIN_HEADERS, PROJECT_ROOT, table_from, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -30,10 +31,10 @@ def test_a_failed_attempt_that_consumed_tokens_is_charged_with_the_answer():
     price = Price(input=Decimal("1.5"), output=Decimal("3"), version="p1")
     record = RequestRecord("r1", "chat", True, ["chat"], metadata={"team": "alpha"})
     record.attempts = [
-        AttemptRecord("a/x", "chat", "status 503", price=price),  # consumed nothing
-        AttemptRecord("a/x", "chat", "protocol mid-stream", price=price, usage=Usage(prompt_tokens=3, completion_tokens=1, estimated=True)),
-        AttemptRecord("b/y", "chat", "skipped: circuit open", price=price),
-        AttemptRecord("b/y", "chat", "ok", price=price, usage=Usage(prompt_tokens=10, completion_tokens=4, cached_tokens=0)),
+        AttemptRecord("a/x", "chat", AttemptKind.FAILED, "status 503", price=price),  # consumed nothing
+        AttemptRecord("a/x", "chat", AttemptKind.MID_STREAM, "protocol", price=price, usage=Usage(prompt_tokens=3, completion_tokens=1, estimated=True)),
+        AttemptRecord("b/y", "chat", AttemptKind.SKIPPED, "circuit open", price=price),
+        AttemptRecord("b/y", "chat", AttemptKind.OK, price=price, usage=Usage(prompt_tokens=10, completion_tokens=4, cached_tokens=0)),
     ]
     record.alias, record.provider, record.model = "chat", "b", "y"
     record.finish(200)
@@ -209,7 +210,9 @@ async def test_rows_survive_a_sink_and_a_journal_that_both_fail(tmp_path):
         for i in range(30):
             record = RequestRecord(f"held-{i}", "chat", False, ["chat"])
             record.attempts = [
-                AttemptRecord("p/m", "chat", "ok", price=Price(input=Decimal(1), output=Decimal(1)), usage=Usage(prompt_tokens=i, completion_tokens=1))
+                AttemptRecord(
+                    "p/m", "chat", AttemptKind.OK, price=Price(input=Decimal(1), output=Decimal(1)), usage=Usage(prompt_tokens=i, completion_tokens=1)
+                )
             ]
             record.finish(200)
             ledger.record(record)

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from router.config import HealthPolicy, StateSettings
-from router.errors import UpstreamClientError, UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
-from router.routing.health import Health, classify, parse_duration, read_quota
+from router.errors import GatewayError, UpstreamClientError, UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
+from router.routing.health import Health, parse_duration, read_quota
 from router.state.limiter import ScopeLimit
 from router.state.memory import MemoryStore
 from router.state.store import Claim, Outcome, StateStore
@@ -152,14 +152,14 @@ def test_read_quota_from_openai_headers():
     assert (outcome.remaining_requests, outcome.reset_requests, outcome.remaining_tokens, outcome.reset_tokens) == (59, 1.0, 149984, 360.0)
 
 
-def test_classify():
-    assert classify(None) == "ok"
-    assert classify(UpstreamConnectError("x")) == "fail"
-    assert classify(UpstreamTimeout("x")) == "fail"
-    assert classify(UpstreamStatusError(500, "x")) == "fail"
-    assert classify(UpstreamStatusError(429, "x")) == "throttle"
-    assert classify(UpstreamStatusError(503, "x", retry_after=1)) == "throttle"
-    assert classify(UpstreamClientError(400, "x")) == "neutral"
+def test_each_error_carries_its_health_effect():
+    assert GatewayError("x").health == "neutral"  # a gateway-side error (or the client leaving) says nothing of the target
+    assert UpstreamConnectError("x").health == "fail"
+    assert UpstreamTimeout("x").health == "fail"
+    assert UpstreamStatusError(500, "x").health == "fail"
+    assert UpstreamStatusError(429, "x").health == "throttle"
+    assert UpstreamStatusError(503, "x", retry_after=1).health == "throttle"
+    assert UpstreamClientError(400, "x").health == "neutral"
 
 
 # -- the same transitions through both stores, on real time ----------------------

@@ -10,21 +10,71 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from providers.base import Usage
+from router.accounting.pricing import cost_micro_usd
 from router.config import Price
+from router.outcome import AttemptKind, HealthEffect
+
+TRACE_LIMIT = 2000  # characters of x-router-trace
 
 
 @dataclass(slots=True)
 class AttemptRecord:
+    """One candidate's typed outcome for one request: what routing, the limiter, budgets, the ledger,
+    metrics and logs all read (none of them re-derives it from an error or a string)."""
+
     target: str  # "provider/model"
     alias: str
-    outcome: str  # "ok", "skipped: <reason>", or the error reason ("status 503", "timeout", ...)
-    status: int | None = None
+    kind: AttemptKind = AttemptKind.STARTED
+    reason: str = ""  # skipped: why; failed: the error's short reason ("status 503", "timeout")
+    detail: str = ""  # failed: the error's message, for the 5xx's lines and the log
+    status: int | None = None  # the upstream's HTTP status, once it answered
     latency_ms: float = 0.0
     usage: Usage | None = None  # a failed attempt that consumed tokens is charged
     price: Price | None = None  # the target's price when the attempt was made
+    health: HealthEffect = HealthEffect.NEUTRAL  # what this call did to the target's health
+    retry_after: float | None = None  # the cooldown the upstream asked for (429, 503)
+    cost: Decimal = Decimal(0)  # usage at price, exact micro-dollars: computed once, in charge()
+
+    def __post_init__(self) -> None:
+        if self.usage is not None:
+            self.charge(self.usage)
+
+    def charge(self, usage: Usage) -> None:
+        """Set the attempt's usage and price it: the only place a cost is computed."""
+        self.usage = usage
+        self.cost = cost_micro_usd(usage, self.price)
+
+    @property
+    def tried(self) -> bool:
+        return self.kind is not AttemptKind.SKIPPED
+
+    @property
+    def answered(self) -> bool:
+        """The upstream answered (a stream that broke after its first byte included): tokens were spent."""
+        return self.kind is AttemptKind.OK or self.kind is AttemptKind.MID_STREAM
+
+    @property
+    def trace(self) -> str:
+        """This attempt in ``x-router-trace``: ``ok``, ``status 503``, ``skipped: open circuit``, ..."""
+        if self.kind is AttemptKind.SKIPPED:
+            return f"skipped: {self.reason}"
+        if self.kind is AttemptKind.MID_STREAM:
+            return f"{self.reason} mid-stream"
+        if self.kind is AttemptKind.FAILED:
+            return self.reason
+        return self.kind.value
+
+    @property
+    def line(self) -> str:
+        """This attempt in an all-upstreams-failed error: its trace and, for a failure, the message."""
+        text = self.trace
+        if self.kind is AttemptKind.FAILED and self.detail and self.detail != self.reason:
+            text = f"{self.reason} ({self.detail})"
+        return f"{self.alias} -> {self.target}: {text}"
 
 
 @dataclass(slots=True)
@@ -46,7 +96,6 @@ class RequestRecord:
     status: int = 0
     error_class: str | None = None
     usage: Usage | None = None
-    usage_estimated: bool = False
     client_disconnected: bool = False
     user: str | None = None
     key_id: str | None = None  # the virtual key that made the request (router/auth), never the key itself
@@ -57,7 +106,34 @@ class RequestRecord:
 
     @property
     def tries(self) -> int:
-        return sum(1 for a in self.attempts if not a.outcome.startswith("skipped"))
+        return sum(1 for a in self.attempts if a.tried)
+
+    def skip(self, target: str, alias: str, reason: str) -> None:
+        self.attempts.append(AttemptRecord(target, alias, AttemptKind.SKIPPED, reason))
+
+    @property
+    def cost(self) -> Decimal:
+        """Every attempt that consumed tokens, at its target's price (exact; the ledger rounds once)."""
+        return sum((a.cost for a in self.attempts), Decimal(0))
+
+    @property
+    def tokens_used(self) -> int:
+        """Every token the request's attempts consumed, failed ones included (what a key's tpm pays)."""
+        return sum(a.usage.total for a in self.attempts if a.usage is not None)
+
+    @property
+    def trace(self) -> str:
+        """``x-router-trace``: every target tried or skipped, in order, with why: ``key=outcome, ...``."""
+        parts = []
+        for attempt in self.attempts:
+            text = f"{attempt.target}={attempt.trace}"
+            parts.append("".join(ch if 32 <= ord(ch) < 127 and ch != "," else " " for ch in text))
+        value = ", ".join(parts)
+        return value if len(value) <= TRACE_LIMIT else value[: TRACE_LIMIT - 3] + "..."
+
+    def client_left(self) -> None:
+        self.client_disconnected = True
+        self.finish(499, "ClientDisconnected")
 
     def finish(self, status: int, error_class: str | None = None) -> None:
         if self.ended_mono is None:

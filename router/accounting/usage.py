@@ -2,8 +2,7 @@
 
 A row is made once, when the request ends (``row_from_record``), and is what
 every sink stores and every query sums.  Cost is integer micro-dollars,
-computed with ``pricing.cost_micro_usd`` per charged attempt and rounded once
-per request.  Grouping (``GROUP_KEYS``, ``tag:<key>``) is defined here once
+priced once per attempt (``AttemptRecord.charge``) and rounded once per request.  Grouping (``GROUP_KEYS``, ``tag:<key>``) is defined here once
 for the sinks that aggregate in Python and, as SQL, for the SQLite sink.
 """
 
@@ -16,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from router.accounting.pricing import cost_micro_usd, to_micro
+from router.accounting.pricing import to_micro
 from router.accounting.record import RequestRecord
 
 TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
@@ -85,13 +84,12 @@ def row_from_record(record: RequestRecord, team_from_metadata: str | None = None
     """Price and flatten a finished request.  Cheap: no I/O, a few Decimal sums."""
     ended_mono = record.ended_mono if record.ended_mono is not None else time.monotonic()
     total_s = ended_mono - record.started_mono
-    tried = [a for a in record.attempts if not a.outcome.startswith("skipped")]
+    tried = [a for a in record.attempts if a.tried]
     upstream_s = sum(a.latency_ms for a in tried) / 1000 if tried else None
     targets_tried: list[str] = []
     for attempt in tried:
         if attempt.target not in targets_tried:
             targets_tried.append(attempt.target)
-    cost = Decimal(0)
     tokens = dict.fromkeys(TOKEN_FIELDS, 0)
     estimated = False
     price_version: str | None = None
@@ -99,14 +97,12 @@ def row_from_record(record: RequestRecord, team_from_metadata: str | None = None
         usage = attempt.usage
         if usage is None:
             continue
-        # Every attempt that consumed tokens is charged, the failed ones too.
-        cost += cost_micro_usd(usage, attempt.price)
         tokens["prompt_tokens"] += usage.prompt_tokens
         tokens["cached_tokens"] += usage.cached_tokens
         tokens["cache_write_tokens"] += usage.cache_write_tokens
         tokens["completion_tokens"] += usage.completion_tokens
         tokens["reasoning_tokens"] += usage.reasoning_tokens
-        tokens["total_tokens"] += usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        tokens["total_tokens"] += usage.total
         estimated = estimated or usage.estimated
         if attempt.price is not None:
             price_version = attempt.price.version
@@ -142,7 +138,7 @@ def row_from_record(record: RequestRecord, team_from_metadata: str | None = None
         error_class=record.error_class,
         stream=record.stream,
         client_disconnected=record.client_disconnected,
-        cost_micro_usd=to_micro(cost),
+        cost_micro_usd=to_micro(record.cost),  # every attempt that consumed tokens, the failed ones too
         price_version=price_version,
         usage_estimated=estimated,
         latency_ms=total_s * 1000,

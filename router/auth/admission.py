@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-from aiohttp import web
-
-from router.accounting.record import AttemptRecord, RequestRecord
-from router.auth.budget import RedisBudgetBook, Reservation, actual_cost, budget_refusal, budget_scopes, max_request_cost, output_bound, reserve, settle_quietly
+from router.accounting.record import RequestRecord
+from router.auth.budget import RedisBudgetBook, Reservation, actual_cost, budget_refusal, budget_scopes, max_request_cost, reserve, settle_quietly
 from router.auth.keys import Principal
-from router.auth.limits import LimitDecision, decide, enforce_limits, refusal, scope_limits, tokens_used
-from router.auth.middleware import PRINCIPAL, RATELIMIT_HEADERS
+from router.auth.limits import LimitDecision, decide, enforce_limits, refusal, scope_limits
 from router.config import RouteTable
 from router.errors import AuthUnavailable, PermissionDenied, RateLimited
 from router.gateway import Gateway
@@ -38,59 +33,89 @@ from router.state.redis_store import RedisStore, RedisUnavailable
 log = logging.getLogger("router.auth")
 
 
-@dataclass(slots=True)
 class Admission:
-    candidates: list[Candidate]
-    headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, sent by middleware.add_ratelimit_headers
-    reservation: Reservation | None = None
-    prices: dict[str, Any] = field(default_factory=dict)
-    limits: LimitDecision | None = None
+    """What access control decided for one request, and what it gives back when the request ends."""
 
+    __slots__ = ("principal", "record", "table", "candidates", "headers", "reservation", "limits")
 
-async def admit(
-    request: web.Request, gateway: Gateway, table: RouteTable, req: ClientRequest, body_bytes: int, candidates: list[Candidate], record: RequestRecord
-) -> Admission:
-    principal = request.get(PRINCIPAL)
-    if principal is None:
-        return Admission(candidates)
-    record.key_id = principal.key.id
-    record.team = principal.team.name if principal.team else principal.key.team
-    if record.user is None:
-        record.user = principal.key.user
-    record.metadata = {**principal.metadata, **record.metadata}  # the request's own tags win
+    def __init__(self, principal: Principal | None, record: RequestRecord) -> None:
+        self.principal = principal
+        self.record = record
+        self.candidates: list[Candidate] = []
+        self.headers: dict[str, str] = {}  # x-ratelimit-*, sent by middleware.add_ratelimit_headers
+        self.reservation: Reservation | None = None
+        self.limits: LimitDecision | None = None
 
-    requested: set[str] = set()  # aliases the client named and may use (a wildcard's by the name it serves)
-    for name in req.models:
-        alias = table.lookup(name)
-        if not principal.may_use((name, alias.name if alias else name)):
-            raise PermissionDenied(f"this API key may not use the model {name!r}", param="model", code="model_not_allowed")
-        requested.add(alias.name if alias else name)
-    allowed: list[Candidate] = []
-    for candidate in candidates:
-        if candidate.alias.name in requested or principal.may_use((candidate.alias.name,)):
-            allowed.append(candidate)
-        else:
-            record.attempts.append(AttemptRecord(candidate.target.key, candidate.alias.name, "skipped: alias not allowed for this key"))
-    if not allowed:
-        raise PermissionDenied("this API key may not use any route that serves this request", param="model", code="model_not_allowed")
+    def allowed(self, table: RouteTable, req: ClientRequest, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates this key may use; 403 if it named a model it may not, or none is left."""
+        self.table, self.candidates = table, candidates
+        principal = self.principal
+        if principal is None:
+            return candidates
+        self.attribute(principal)
+        requested = self.requested(req)
+        allowed: list[Candidate] = []
+        for candidate in candidates:
+            if candidate.alias.name in requested or principal.may_use((candidate.alias.name,)):
+                allowed.append(candidate)
+            else:
+                self.record.skip(candidate.target.key, candidate.alias.name, "alias not allowed for this key")
+        if not allowed:
+            raise PermissionDenied("this API key may not use any route that serves this request", param="model", code="model_not_allowed")
+        self.candidates = allowed
+        return allowed
 
-    admission = Admission(allowed)
-    default_output = table.auth.default_max_output_tokens
-    amount: int | None = None
-    if budget_scopes(principal, record.started_at):
-        if not output_bound(req.body, default_output)[1]:
+    def attribute(self, principal: Principal) -> None:
+        """The record learns the key and team (spend per team comes out of the ledger)."""
+        record = self.record
+        record.key_id = principal.key.id
+        record.team = principal.team.name if principal.team else principal.key.team
+        if record.user is None:
+            record.user = principal.key.user
+        record.metadata = {**principal.metadata, **record.metadata}  # the request's own tags win
+
+    def requested(self, req: ClientRequest) -> set[str]:
+        """Aliases the client named and may use (a wildcard's by the name it serves); 403 for any other."""
+        assert self.principal is not None
+        requested: set[str] = set()
+        for name in req.models:
+            alias = self.table.lookup(name)
+            if not self.principal.may_use((name, alias.name if alias else name)):
+                raise PermissionDenied(f"this API key may not use the model {name!r}", param="model", code="model_not_allowed")
+            requested.add(alias.name if alias else name)
+        return requested
+
+    async def admit(self, gateway: Gateway, req: ClientRequest, body_bytes: int) -> None:
+        """Reserve the maximum cost against key and team budgets (402) and count their limits (429): both or neither."""
+        principal = self.principal
+        if principal is None:
+            return
+        amount = self.max_cost(req, body_bytes)
+        # tpm counts routing's estimate (prompt + max output), corrected to the real usage
+        # in finish(); only budgets need the strict one-token-per-byte bound.
+        lease_ttl = max(c.alias.retry.deadline for c in self.candidates) + LEASE_SLACK
+        self.limits, self.reservation = await count_and_reserve(gateway, principal, estimate_tokens(req), lease_ttl, amount)
+        self.headers = self.limits.headers
+
+    def max_cost(self, req: ClientRequest, body_bytes: int) -> int | None:
+        """The most this request can cost at the dearest candidate, or None when no budget applies."""
+        assert self.principal is not None
+        if not budget_scopes(self.principal, self.record.started_at):
+            return None
+        default_output = self.table.auth.default_max_output_tokens
+        if req.max_output_tokens is None:
             # The reservation assumes this many output tokens; hold the upstream to it.
             req.body = {**req.body, "max_tokens": default_output}
-        admission.prices = {c.target.key: c.target.price for c in allowed}
-        amount = max_request_cost(body_bytes, req.body, list(admission.prices.values()), default_output)
-    # tpm counts routing's estimate (prompt + max output), corrected to the real usage
-    # in finish(); only budgets need the strict one-token-per-byte bound.
-    lease_ttl = max(c.alias.retry.deadline for c in allowed) + LEASE_SLACK
-    admission.limits, admission.reservation = await count_and_reserve(gateway, principal, estimate_tokens(req), lease_ttl, amount)
-    admission.headers = admission.limits.headers
-    if admission.headers:
-        request[RATELIMIT_HEADERS] = admission.headers
-    return admission
+        return max_request_cost(req, body_bytes, [c.target.price for c in self.candidates])
+
+    def finish(self, gateway: Gateway) -> None:
+        """Settle what was reserved and give back the lease; called once, when the request has ended (stream included)."""
+        if self.reservation is not None:
+            actual = actual_cost(self.record, self.reservation.amount)
+            self.record.extra["budget_reserved_micro_usd"] = self.reservation.amount
+            gateway.auth.in_background(settle_quietly(self.reservation, actual, log))
+        if self.limits is not None and self.limits.release is not None:
+            self.limits.release(self.record.tokens_used)  # the store sends it in the background
 
 
 async def count_and_reserve(
@@ -127,16 +152,3 @@ async def count_and_reserve(
         if reservation is not None:
             await reservation.settle(0)
         raise
-
-
-def finish(gateway: Gateway, admission: Admission | None, record: RequestRecord) -> None:
-    """Settle what was reserved; called once, when the request has ended (stream included)."""
-    if admission is None:
-        return
-    if admission.reservation is not None:
-        reservation = admission.reservation
-        actual = actual_cost(record, admission.prices, reservation.amount)
-        record.extra["budget_reserved_micro_usd"] = reservation.amount
-        gateway.auth.in_background(settle_quietly(reservation, actual, log))
-    if admission.limits is not None and admission.limits.release is not None:
-        admission.limits.release(tokens_used(record))  # the store sends it in the background

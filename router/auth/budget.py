@@ -31,10 +31,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
-from router.accounting.pricing import cost_micro_usd, max_cost_micro_usd, to_micro
+from router.accounting.pricing import max_cost_micro_usd, to_micro
 from router.accounting.record import RequestRecord
 from router.auth.keys import Budget, Principal
+from router.config import Price
 from router.errors import AuthUnavailable, BudgetExceeded
+from router.request import ClientRequest
 from router.state.limiter import Reserve
 
 
@@ -204,36 +206,25 @@ def budget_refusal(scope: BudgetScope, amount: int, now: float) -> BudgetExceede
     )
 
 
-def output_bound(body: dict[str, Any], default: int) -> tuple[int, bool]:
-    """(most output tokens per choice, whether the request named a bound itself)."""
-    value = body.get("max_completion_tokens") or body.get("max_tokens")
-    return (value, True) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else (default, False)
-
-
-def max_request_cost(body_bytes: int, body: dict[str, Any], prices: list[Any], default_output: int) -> int:
-    """The most this request can cost at the dearest of ``prices`` (``Price | None`` each)."""
-    per_choice, _ = output_bound(body, default_output)
-    choices = max((v for v in (body.get("n"), body.get("best_of")) if isinstance(v, int) and not isinstance(v, bool)), default=1)
+def max_request_cost(req: ClientRequest, body_bytes: int, prices: list[Price | None]) -> int:
+    """The most this request can cost at the dearest of ``prices``: every body byte a prompt token, every choice at its output bound."""
+    per_choice = req.max_output_tokens or 0
+    choices = max((v for v in (req.body.get("n"), req.body.get("best_of")) if isinstance(v, int) and not isinstance(v, bool)), default=1)
     output = per_choice * max(1, choices)
     return max((max_cost_micro_usd(body_bytes, output, price) for price in prices), default=0)
 
 
-def actual_cost(record: RequestRecord, prices: dict[str, Any], reserved: int) -> int:
-    """What the request really cost: every attempt that consumed tokens, at its target's price.
+def actual_cost(record: RequestRecord, reserved: int) -> int:
+    """What the request really cost: every attempt's cost, priced once when its usage was known (``AttemptRecord.charge``).
 
     An attempt that answered but whose usage we never learned (a stream cut
     short, a provider that reports none: the usage is then the ledger's
     estimate) is charged the whole reservation: unknown spend must not free budget.
     """
-    total = Decimal(0)
     for attempt in record.attempts:
-        answered = attempt.outcome == "ok" or attempt.outcome.endswith("mid-stream")
-        if answered and (attempt.usage is None or attempt.usage.estimated):
-            # The ledger records an estimate for finance; a budget must not trust one.
-            return reserved
-        if attempt.usage is not None:
-            total += cost_micro_usd(attempt.usage, prices.get(attempt.target))
-    return to_micro(total)
+        if attempt.answered and (attempt.usage is None or attempt.usage.estimated):
+            return reserved  # the ledger records an estimate for finance; a budget must not trust one
+    return to_micro(record.cost)
 
 
 async def settle_quietly(reservation: Reservation, actual: int, log: Any) -> None:

@@ -35,7 +35,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from router.accounting.record import RequestRecord
 from router.auth.keys import Principal
 from router.config import Limits
 from router.errors import RateLimited
@@ -148,13 +147,3 @@ async def enforce_limits(store: StateStore, principal: Principal, estimated_toke
     if decision.refused_by is not None:
         raise refusal(decision)
     return decision
-
-
-def tokens_used(record: RequestRecord) -> int:
-    """Every token the request's attempts consumed, failed ones included (what the key's tpm pays)."""
-    total = 0
-    for attempt in record.attempts:
-        usage = attempt.usage
-        if usage is not None:
-            total += usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-    return total

@@ -18,12 +18,13 @@ import time
 
 from providers import ADAPTERS
 from router.config import RouteTable, Target
-from router.errors import CALLER_FAULT_STATUSES, UpstreamClientError, UpstreamError, UpstreamStatusError
+from router.errors import UpstreamError, upstream_status_error
 from router.operations import Operation
+from router.outcome import HealthEffect
 from router.request import new_request_id
 from router.retry import retry_after
 from router.routing.engine import RoutingEngine
-from router.routing.health import classify, read_quota
+from router.routing.health import read_quota
 from router.state.limiter import Grant
 from router.state.store import Claim, Outcome
 from router.transport import Transport
@@ -50,20 +51,16 @@ async def check_once(engine: RoutingEngine, transport: Transport, target: Target
     body = {k: v for k, v in CHECK_BODY.items() if k != ("prompt" if op is Operation.CHAT else "messages")}
     call = adapter.build_call(op, body, target.model, False)
     started = time.monotonic()
-    outcome = Outcome("ok", probe=True)
+    outcome = Outcome(HealthEffect.OK, probe=True)
     try:
         response = await transport.send(target.provider, call, new_request_id())
         read_quota(response.headers, outcome)
         if response.status >= 400:
             response.close()
-            raise (
-                UpstreamClientError(response.status, "health check rejected")
-                if response.status in CALLER_FAULT_STATUSES
-                else UpstreamStatusError(response.status, "health check failed", retry_after=retry_after(response.headers))
-            )
+            raise upstream_status_error(target.provider.name, response.status, "health check failed", retry_after=retry_after(response.headers))
         await response.read()
     except UpstreamError as exc:
-        outcome.kind = classify(exc)
+        outcome.kind = exc.health
         outcome.retry_after = exc.retry_after
     outcome.latency_ms = (time.monotonic() - started) * 1000
     engine.store.report(Claim(target.key, (), 0, target.provider.health), NO_LEASE, outcome)

@@ -6,7 +6,7 @@
                                   circuit, cooldown, reported quota and limits
                                   allow it is counted and leased; the ones
                                   before it come back with the reason they were skipped
-    finish(ticket, error, record) fold the outcome into shared state, in the background
+    finish(ticket, attempt, record) fold the attempt's typed outcome into shared state, in the background
 
 Each target counts against the scope ``target:<provider>/<model>`` (its
 limits, and always its in-flight lease) and, when its provider declares
@@ -20,12 +20,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from router.accounting.record import RequestRecord
+from router.accounting.record import AttemptRecord, RequestRecord
 from router.config import Target
+from router.outcome import HealthEffect
 from router.request import ClientRequest
 from router.routing import strategies
 from router.routing.candidates import Candidate
-from router.routing.health import classify, read_quota
+from router.routing.health import read_quota
 from router.state.limiter import Grant, ScopeLimit
 from router.state.store import Claim, Outcome, StateStore, TargetState
 
@@ -96,34 +97,18 @@ class RoutingEngine:
             return None, None, admission.skips
         return admission.index, Ticket(claims[admission.index], admission.grant, admission.probe), admission.skips
 
-    def finish(self, ticket: Ticket, error: BaseException | None, record: RequestRecord) -> None:
-        kind = classify(error)
-        attempt = record.attempts[-1] if record.attempts else None
-        if kind == "ok" and attempt is not None and attempt.outcome.endswith("mid-stream"):
-            kind = "fail"  # the stream broke after its first byte: the client saw an error
-        now = time.monotonic()
-        outcome = Outcome(kind, latency_ms=(now - ticket.started) * 1000, probe=ticket.probe)
-        if kind == "ok":
+    def finish(self, ticket: Ticket, attempt: AttemptRecord, record: RequestRecord) -> None:
+        """Fold one attempt's typed outcome into shared state (in the background)."""
+        outcome = Outcome(attempt.health, latency_ms=(time.monotonic() - ticket.started) * 1000, probe=ticket.probe)
+        if attempt.health is HealthEffect.OK:
             if record.stream and record.first_token_mono is not None:
                 outcome.ttft_ms = max(0.0, (record.first_token_mono - ticket.started) * 1000)
-            usage = attempt.usage if attempt is not None else None
-            if usage is not None:
-                outcome.actual_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-        outcome.retry_after = getattr(error, "retry_after", None)
+            if attempt.usage is not None:
+                outcome.actual_tokens = attempt.usage.total
+        outcome.retry_after = attempt.retry_after
         if ticket.headers is not None:
             read_quota(ticket.headers, outcome)
         self.store.report(ticket.claim, ticket.grant, outcome)
 
     async def states(self, targets: Sequence[Target]) -> dict[str, TargetState]:
         return await self.store.read([self.claim(t, 0) for t in targets])
-
-
-def trace(record: RequestRecord, limit: int = 2000) -> str:
-    """``x-router-trace``: every target tried or skipped, in order, with why: ``key=outcome, ...``."""
-    parts: list[str] = []
-    for attempt in record.attempts:
-        outcome = attempt.outcome.split(" (", 1)[0] if not attempt.outcome.startswith("skipped") else attempt.outcome
-        text = f"{attempt.target}={outcome}"
-        parts.append("".join(ch if 32 <= ord(ch) < 127 and ch != "," else " " for ch in text))
-    value = ", ".join(parts)
-    return value if len(value) <= limit else value[: limit - 3] + "..."
