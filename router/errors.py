@@ -24,15 +24,17 @@
     ├── LedgerUnavailable             503 the usage sink did not answer a query
     └── AllCandidatesFailed           502/503/504 with one line per attempt
 
-Each class carries, as data, its HTTP status, its OpenAI error ``type``,
-whether a retry could help (``retryable``), which ``retry.on`` kind it is
-(``retry_on``: connect, timeout, 429, 5xx, or None when the same target is not
-worth another try) and what it does to the target's health (``health``).
-``retry.py``, the routing engine, the health checks and the ledger read these
-fields; none classifies an exception itself.  ``upstream_status_error`` is the
-one mapping from an upstream's HTTP status to an error.  ``to_body`` is the only path from an exception to bytes a client
-sees, and it never includes a provider secret: upstream messages are scrubbed
-by ``router.secrets`` before they are wrapped here.
+Each class states its row of the error table in its header, as data: its
+HTTP status, its OpenAI error ``type`` and ``code``, whether a retry could
+help (``retryable``), which ``retry.on`` kind it is (``retry_on``: connect,
+timeout, 429, 5xx, or None when the same target is not worth another try) and
+what it does to the target's health (``health``).  ``retry.py``, the routing
+engine, the health checks and the ledger read these fields; none classifies
+an exception itself.  ``upstream_status_error`` is the one mapping from an
+upstream's HTTP status to an error.  ``to_body`` is the only path from an
+exception to bytes a client sees, and it never includes a provider secret:
+upstream messages are scrubbed by ``router.secrets`` before they are wrapped
+here.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from typing import Any
 import orjson
 
 from router.outcome import HealthEffect
+
+_TABLE_FIELDS = ("status", "type", "code", "retryable", "retry_on", "health", "reason")
 
 
 class GatewayError(Exception):
@@ -53,6 +57,14 @@ class GatewayError(Exception):
     health: HealthEffect = HealthEffect.NEUTRAL  # a gateway-side error says nothing about the target
     reason: str = "error"  # a short phrase for traces and logs
     retry_after: float | None = None  # seconds the upstream asked us to wait
+
+    def __init_subclass__(cls, **data: Any) -> None:
+        """A subclass states its row of the error table in its header: ``class X(GatewayError, status=404, code="...")``."""
+        for name, value in data.items():
+            if name not in _TABLE_FIELDS:
+                raise TypeError(f"{cls.__name__}: {name!r} is not a field of the error table ({', '.join(_TABLE_FIELDS)})")
+            setattr(cls, name, value)
+        super().__init_subclass__()
 
     def __init__(
         self,
@@ -83,97 +95,68 @@ class GatewayError(Exception):
         return orjson.dumps(self.to_dict())
 
 
-class InvalidRequest(GatewayError):
-    status = 400
-    type = "invalid_request_error"
-    code = "invalid_request"
+class InvalidRequest(GatewayError, status=400, type="invalid_request_error", code="invalid_request"):
+    """The client's request is wrong; the message names the field."""
 
 
-class ConfigRejected(InvalidRequest):
-    status = 422
-    code = "invalid_config"
+class ConfigRejected(InvalidRequest, status=422, code="invalid_config"):
+    """POST /admin/reload with a file `check` refuses."""
 
 
-class BodyTooLarge(InvalidRequest):
-    status = 413
-    code = "request_too_large"
+class BodyTooLarge(InvalidRequest, status=413, code="request_too_large"):
+    """The body is over server.max_body_bytes."""
 
 
-class NotFound(InvalidRequest):
-    status = 404
-    code = "not_found"
+class NotFound(InvalidRequest, status=404, code="not_found"):
+    """An admin API object that does not exist."""
 
 
-class Conflict(InvalidRequest):
-    status = 409
-    code = "conflict"
+class Conflict(InvalidRequest, status=409, code="conflict"):
+    """An admin change the current state forbids."""
 
 
-class UnknownModel(InvalidRequest):
-    status = 404
-    code = "model_not_found"
+class UnknownModel(InvalidRequest, status=404, code="model_not_found"):
+    """No alias serves this model name; the message lists those that exist."""
 
 
-class OverPriceCeiling(InvalidRequest):
-    code = "price_ceiling_exceeded"
+class OverPriceCeiling(InvalidRequest, code="price_ceiling_exceeded"):
+    """Every candidate is above the request's max_price."""
 
 
-class AuthenticationFailed(GatewayError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
+class AuthenticationFailed(GatewayError, status=401, type="authentication_error", code="invalid_api_key"):
+    """A missing, malformed, unknown or revoked key (all answered alike)."""
 
 
-class PermissionDenied(GatewayError):
-    status = 403
-    type = "permission_error"
-    code = "permission_denied"
+class PermissionDenied(GatewayError, status=403, type="permission_error", code="permission_denied"):
+    """A known key that may not do this (an alias it may not use, an expired key)."""
 
 
-class RateLimited(GatewayError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
+class RateLimited(GatewayError, status=429, type="rate_limit_error", code="rate_limit_exceeded"):
+    """A key's or team's rpm, tpm or concurrency is used up; Retry-After says when."""
 
 
-class BudgetExceeded(GatewayError):
+class BudgetExceeded(GatewayError, status=402, type="insufficient_quota", code="budget_exceeded"):
     """402, not 429: SDKs retry a 429 at once, and a spent budget does not come back in seconds."""
 
-    status = 402
-    type = "insufficient_quota"
-    code = "budget_exceeded"
+
+class AuthUnavailable(GatewayError, status=503, code="auth_unavailable"):
+    """The key or budget store did not answer: fail closed."""
 
 
-class AuthUnavailable(GatewayError):
-    status = 503
-    code = "auth_unavailable"
-
-
-class UpstreamError(GatewayError):
+class UpstreamError(GatewayError, status=502, type="upstream_error", code="upstream_error", retryable=True, retry_on="5xx", health=HealthEffect.FAIL):
     """One attempt failed.  ``reason`` is a short phrase for traces and logs."""
 
-    status = 502
-    type = "upstream_error"
-    code = "upstream_error"
-    retryable = True
-    retry_on = "5xx"
-    health = HealthEffect.FAIL
+
+class UpstreamConnectError(UpstreamError, reason="connect", retry_on="connect"):
+    """Refused, reset, DNS: another try may reach it."""
 
 
-class UpstreamConnectError(UpstreamError):
-    reason = "connect"
-    retry_on = "connect"
+class UpstreamTimeout(UpstreamError, status=504, code="upstream_timeout", reason="timeout", retry_on="timeout"):
+    """A connect, read or total timeout."""
 
 
-class UpstreamTimeout(UpstreamError):
-    status = 504
-    code = "upstream_timeout"
-    reason = "timeout"
-    retry_on = "timeout"
-
-
-class UpstreamProtocolError(UpstreamError):
-    reason = "protocol"  # an answer we could not read: retried like a 5xx
+class UpstreamProtocolError(UpstreamError, reason="protocol"):
+    """An answer we could not read: retried like a 5xx."""
 
 
 # Statuses where another target (or a later try) may well succeed.  401/403
@@ -204,11 +187,8 @@ class UpstreamStatusError(UpstreamError):
         self.health = HealthEffect.THROTTLE if throttled else HealthEffect.FAIL
 
 
-class UpstreamClientError(UpstreamStatusError):
+class UpstreamClientError(UpstreamStatusError, type="invalid_request_error"):
     """A 4xx that is the caller's fault: shown to the client with the upstream's status."""
-
-    type = "invalid_request_error"
-    retryable = False
 
     def __init__(self, upstream_status: int, message: str, *, body: dict[str, Any] | None = None) -> None:
         super().__init__(upstream_status, message, body=body)
@@ -227,12 +207,8 @@ class UpstreamClientError(UpstreamStatusError):
             self.code = "upstream_rejected"
 
 
-class TargetUnavailable(GatewayError):
+class TargetUnavailable(GatewayError, status=503, type="upstream_error", retryable=True):
     """A candidate skipped before any I/O; never reaches a client on its own."""
-
-    status = 503
-    type = "upstream_error"
-    retryable = True
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -248,20 +224,16 @@ def upstream_status_error(
     return UpstreamStatusError(status, f"{provider} answered {status}: {message}", retry_after=retry_after)
 
 
-class LedgerNotConfigured(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "ledger_not_configured"
+class LedgerNotConfigured(GatewayError, status=404, type="invalid_request_error", code="ledger_not_configured"):
+    """/v1/usage on a gateway with no queryable sink."""
 
 
-class LedgerUnavailable(GatewayError):
-    status = 503
-    code = "ledger_unavailable"
+class LedgerUnavailable(GatewayError, status=503, code="ledger_unavailable"):
+    """The usage sink did not answer a query."""
 
 
-class AllCandidatesFailed(GatewayError):
-    type = "upstream_error"
-    code = "all_upstreams_failed"
+class AllCandidatesFailed(GatewayError, type="upstream_error", code="all_upstreams_failed"):
+    """Every candidate failed or was skipped; the message has one line per attempt."""
 
     def __init__(self, status: int, lines: list[str], *, headers: dict[str, str] | None = None) -> None:
         message = "every upstream failed: " + "; ".join(lines) if lines else "no upstream could be tried"
