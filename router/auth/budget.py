@@ -24,6 +24,7 @@ a day after its period ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,9 +43,15 @@ from router.state.limiter import Reserve
 
 def period_window(period: str, now: float) -> tuple[str, float | None]:
     """(counter suffix, unix time the period ends) for the period containing ``now``."""
+    return _period_window(period, int(now // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _period_window(period: str, day_number: int) -> tuple[str, float | None]:
+    # Every request with a budget asks; the answer changes once a day.
     if period == "total":
         return "total", None
-    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = datetime.fromtimestamp(day_number * 86400, UTC)
     if period == "day":
         return f"d{day:%Y-%m-%d}", (day + timedelta(days=1)).timestamp()
     if period == "week":
