@@ -64,11 +64,40 @@ class ClientRequest:
         return value if isinstance(value, dict) else {}
 
 
+MAX_NAME_CHARS = 256  # a model name, a user id: what fits in a header and a log line
+
+
+def _printable(value: str) -> bool:
+    # No control characters: these strings end up in response headers and log lines.
+    return value.isprintable()
+
+
+def _check_text(value: str, param: str, what: str) -> None:
+    if not _printable(value):
+        raise InvalidRequest(f"{what} must not contain control characters (such as a line break)", param=param)
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidRequest(f"{what} is {len(value)} characters long; at most {MAX_NAME_CHARS} are accepted", param=param)
+
+
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def parse_request(op: Operation, raw: bytes, request_id: str) -> ClientRequest:
+    """The body, checked once: every mistake a client can make here is a 400 naming the field."""
+    body = _decode(raw)
+    models = _models(body)
+    if op is Operation.CHAT:
+        _check_messages(body.get("messages"))
+    else:
+        _check_prompt(body.get("prompt"))
+    _check_numbers(body)
+    stream, include_usage = _stream(body)
+    _check_attribution(body)
+    return ClientRequest(op=op, body=body, models=models, stream=stream, include_usage=include_usage, request_id=request_id)
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -77,35 +106,47 @@ def parse_request(op: Operation, raw: bytes, request_id: str) -> ClientRequest:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"the request body must be a JSON object, got {_kind(body)}", code="invalid_json")
+    return body
 
+
+def _models(body: dict[str, Any]) -> list[str]:
+    """``model`` then each of ``models``: the request's own order of aliases."""
     model = body.get("model")
     extra = body.get("models")
     if model is not None and not isinstance(model, str):
         raise InvalidRequest(f"'model' must be a string, got {_kind(model)}", param="model")
     if extra is not None and (not isinstance(extra, list) or not all(isinstance(m, str) for m in extra)):
         raise InvalidRequest("'models' must be an array of model names", param="models")
+    if model is not None:
+        _check_text(model, "model", "'model'")
+    for i, name in enumerate(extra or ()):
+        _check_text(name, f"models[{i}]", f"'models[{i}]'")
     models = ([model] if model else []) + [m for m in (extra or []) if m != model]
     if not models:
         raise InvalidRequest("you must name a model: set 'model' (or a 'models' fallback list)", param="model", code="missing_model")
+    return models
 
-    if op is Operation.CHAT:
-        messages = body.get("messages")
-        if messages is None:
-            raise InvalidRequest("'messages' is required", param="messages")
-        if not isinstance(messages, list):
-            raise InvalidRequest(f"'messages' must be an array of message objects, got {_kind(messages)}", param="messages")
-        if not messages:
-            raise InvalidRequest("'messages' must contain at least one message", param="messages")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise InvalidRequest(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]")
-    else:
-        prompt = body.get("prompt")
-        if prompt is None:
-            raise InvalidRequest("'prompt' is required", param="prompt")
-        if not isinstance(prompt, (str, list)):
-            raise InvalidRequest(f"'prompt' must be a string or an array, got {_kind(prompt)}", param="prompt")
 
+def _check_messages(messages: Any) -> None:
+    if messages is None:
+        raise InvalidRequest("'messages' is required", param="messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest(f"'messages' must be an array of message objects, got {_kind(messages)}", param="messages")
+    if not messages:
+        raise InvalidRequest("'messages' must contain at least one message", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]")
+
+
+def _check_prompt(prompt: Any) -> None:
+    if prompt is None:
+        raise InvalidRequest("'prompt' is required", param="prompt")
+    if not isinstance(prompt, (str, list)):
+        raise InvalidRequest(f"'prompt' must be a string or an array, got {_kind(prompt)}", param="prompt")
+
+
+def _check_numbers(body: dict[str, Any]) -> None:
     for name in _NUMBER_FIELDS:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -121,6 +162,9 @@ def parse_request(op: Operation, raw: bytes, request_id: str) -> ClientRequest:
         if value > most:
             raise InvalidRequest(f"'{name}' must be at most {most}, got {value}", param=name)
 
+
+def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(whether to stream, whether the client asked for the usage chunk)."""
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -129,18 +173,19 @@ def parse_request(op: Operation, raw: bytes, request_id: str) -> ClientRequest:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest(f"'stream_options' must be an object, got {_kind(options)}", param="stream_options")
+    return stream, bool(stream and options and options.get("include_usage"))
+
+
+def _check_attribution(body: dict[str, Any]) -> None:
+    """``metadata`` and ``user`` reach the ledger and the logs: strings, with no control characters."""
     metadata = body.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())):
         raise InvalidRequest("'metadata' must be an object of string values", param="metadata")
+    for key, value in (metadata or {}).items():
+        if not (_printable(key) and _printable(value)):
+            raise InvalidRequest(f"'metadata' key {key!r} must not contain control characters", param=f"metadata.{key}"[:MAX_NAME_CHARS])
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest(f"'user' must be a string, got {_kind(user)}", param="user")
-
-    return ClientRequest(
-        op=op,
-        body=body,
-        models=models,
-        stream=stream,
-        include_usage=bool(stream and options and options.get("include_usage")),
-        request_id=request_id,
-    )
+    if user is not None:
+        _check_text(user, "user", "'user'")

@@ -40,6 +40,18 @@ def assert_openai_error(body: dict) -> dict:
         (b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1.5}', 400, "'max_tokens' must be an integer", "max_tokens"),
         (b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "'stream' must be a boolean", "stream"),
         (b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "metadata": {"team": 5}}', 400, "'metadata'", "metadata"),
+        (
+            b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 9223372036854775807}',
+            400,
+            "'max_tokens' must be at most",
+            "max_tokens",
+        ),
+        (b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "n": 100000}', 400, "'n' must be at most 128", "n"),
+        # Names that end up in response headers and log lines: a line break would split them.
+        (b'{"model": "mock/a\\r\\nX-Injected: 1", "messages": [{"role": "user", "content": "x"}]}', 400, "control characters", "model"),
+        (b'{"models": ["chat", "b\\nc"], "messages": [{"role": "user", "content": "x"}]}', 400, "control characters", "models[1]"),
+        (b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "user": "al\\u0000ice"}', 400, "control characters", "user"),
+        (b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "metadata": {"team": "a\\r\\nb"}}', 400, "control characters", "metadata.team"),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "unknown model 'nope'", "model"),
         (b'{"model": "text-only", "messages": [{"role": "user", "content": "x"}]}', 400, "does not serve chat", None),
     ],
