@@ -179,6 +179,11 @@ class StateSettings:
     # that event-loop lag under load (64 busy connections on 2 cores) reads as an
     # outage and flips every replica to local state (seen at 0.05 in the benchmark).
     timeout: float = 0.25
+    # Connections to Redis; exhaustion waits up to pool_timeout seconds, never reads as an outage.
+    # One pipeline per loop turn carries every call of that turn, so a few connections do (bench: docs/state.md).
+    pool_size: int = 32
+    pool_timeout: float = 2.0
+    outage_probes: int = 3  # consecutive failed PINGs (own connection) before the store calls Redis out
 
 
 SINK_KINDS = ("sqlite", "redis", "jsonl")
@@ -619,12 +624,15 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         shutdown_grace=r.number(s.get("shutdown_grace"), "server.shutdown_grace", _SERVER.shutdown_grace),
     )
     logging_settings = _logging(r, root.get("logging"))
-    st = r.mapping(root.get("state"), "state", ("backend", "url", "prefix", "timeout"))
+    st = r.mapping(root.get("state"), "state", ("backend", "url", "prefix", "timeout", "pool_size", "pool_timeout", "outage_probes"))
     state = StateSettings(
         backend=r.string(st.get("backend"), "state.backend", default=_STATE.backend) or _STATE.backend,
         url=r.string(st.get("url"), "state.url", default=_STATE.url) or _STATE.url,
         prefix=r.string(st.get("prefix"), "state.prefix", default=_STATE.prefix) or _STATE.prefix,
         timeout=r.number(st.get("timeout"), "state.timeout", _STATE.timeout, minimum=0.001),
+        pool_size=r.integer(st.get("pool_size"), "state.pool_size", _STATE.pool_size, minimum=1) or _STATE.pool_size,
+        pool_timeout=r.number(st.get("pool_timeout"), "state.pool_timeout", _STATE.pool_timeout, minimum=0.001),
+        outage_probes=r.integer(st.get("outage_probes"), "state.outage_probes", _STATE.outage_probes, minimum=1) or _STATE.outage_probes,
     )
     if state.backend not in ("memory", "redis"):
         r.fail("state.backend", f"unknown backend {state.backend!r}; expected memory or redis")

@@ -21,7 +21,7 @@ from router.logs import RequestLog, log_event, remember_secrets
 from router.reload import Reloader
 from router.routing.checks import HealthChecks
 from router.routing.engine import RoutingEngine
-from router.state import open_store
+from router.state import open_redis, open_store
 from router.state.memory import MemoryStore
 from router.transport import Transport
 
@@ -68,15 +68,10 @@ class Gateway:
     async def start(self) -> None:
         await self.transport.open()
         if self.table.state.backend == "redis":
-            import redis.asyncio as aioredis
-
-            settings = self.table.state
-            # Short timeouts: Redis trouble must degrade routing, never stall a request.
-            # No health_check_interval: its PING would be a second round trip before
-            # an upstream call; the state store detects and recovers outages itself.
-            self.redis = aioredis.from_url(settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout)
-            self.auth.use_redis(self.redis, settings.prefix)
+            self.redis = open_redis(self.table.state)
+            self.auth.use_redis(self.redis, self.table.state.prefix)
         self.routing = RoutingEngine(open_store(self.table.state, self.redis))
+        self.auth.use_store(self.routing.store, self.table.state.prefix if self.redis is not None else None)
         self.health_checks.start(self.routing, self.transport, self.table)
         for hook in self.startup_hooks:
             await hook()

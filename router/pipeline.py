@@ -41,6 +41,7 @@ from router.auth.middleware import PRINCIPAL, RATELIMIT_HEADERS
 from router.config import RouteTable
 from router.errors import (
     AllCandidatesFailed,
+    AuthUnavailable,
     BodyTooLarge,
     GatewayError,
     TargetUnavailable,
@@ -61,6 +62,8 @@ from router.routing.ceiling import apply_ceiling, ceiling_error
 from router.routing.engine import Ticket
 from router.secrets import scrub
 from router.sse import DONE, DONE_EVENT, chunks_from_response, encode
+from router.state.store import Admission as StoreAdmission
+from router.state.store import Entry, RedisUnavailable
 from router.transport import UpstreamResponse
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -137,10 +140,7 @@ class Exchange:
         self._req = parse_request(self.op, raw, self.record.request_id)
         describe_request(self.record, self._req, self.request, self.table)
         allowed = self.admission.allowed(self.table, self._req, self.candidates())
-        await self.admission.admit(self.gateway, self._req, len(raw))
-        if self.admission.headers:  # x-ratelimit-*: middleware.add_ratelimit_headers puts them on the response
-            self.request[RATELIMIT_HEADERS] = self.admission.headers
-        return await self.send_with_fallback(allowed)
+        return await self.send_with_fallback(allowed, self.admission.entry(self.gateway, self._req, len(raw)))
 
     def candidates(self) -> list[Candidate]:
         """The route table's candidates for this request, less those it cannot take or may not afford."""
@@ -154,12 +154,13 @@ class Exchange:
             raise ceiling_error(self.req.body, over_price, self.router_headers(None))
         return candidates
 
-    async def send_with_fallback(self, candidates: list[Candidate]) -> web.StreamResponse:
+    async def send_with_fallback(self, candidates: list[Candidate], entry: Entry | None) -> web.StreamResponse:
         self.deadline = self.req.received_at + candidates[0].alias.retry.deadline
         errors: list[GatewayError] = []
         remaining = self.gateway.routing.order(candidates, self.req)
         while remaining:
-            admitted = await self.admit_next(remaining, errors)
+            admitted = await self.admit_next(remaining, errors, entry)
+            entry = None  # the request's own limits and budget are counted once, with its first admission
             if admitted is None:
                 break
             index, ticket = admitted
@@ -174,17 +175,28 @@ class Exchange:
         lines = [attempt.line for attempt in self.record.attempts]
         raise AllCandidatesFailed(status_for_failures(errors), lines, headers=self.router_headers(None))
 
-    async def admit_next(self, remaining: list[Candidate], errors: list[GatewayError]) -> tuple[int, Ticket] | None:
-        """The first of ``remaining`` that shared state admits; the ones before it are recorded as skipped."""
+    async def admit_next(self, remaining: list[Candidate], errors: list[GatewayError], entry: Entry | None) -> tuple[int, Ticket] | None:
+        """The first of ``remaining`` that shared state admits (with the request's entry, the first time)."""
         if time.monotonic() >= self.deadline:
             errors.append(UpstreamTimeout("the request's deadline passed before this target could be tried"))
             self.record.skip(remaining[0].target.key, remaining[0].alias.name, "deadline passed")
             return None
-        index, ticket, skips = await self.gateway.routing.admit(remaining, self.req, self.deadline)
-        for skipped, reason in skips:
+        try:
+            admission, ticket = await self.gateway.routing.admit(remaining, self.req, self.deadline, entry)
+        except RedisUnavailable as exc:  # only a budgeted entry fails closed; routing alone falls back to local state
+            raise AuthUnavailable("the budget store is unavailable; try again shortly") from exc
+        if entry is not None:
+            self.counted(admission)
+        for skipped, reason in admission.skips:
             self.record.skip(remaining[skipped].target.key, remaining[skipped].alias.name, reason)
             errors.append(TargetUnavailable(reason))
-        return None if index is None or ticket is None else (index, ticket)
+        return None if admission.index is None or ticket is None else (admission.index, ticket)
+
+    def counted(self, admission: StoreAdmission) -> None:
+        """The entry's fate: 402/429 raised by admission, or its x-ratelimit-* headers kept for the response."""
+        self.admission.counted(self.gateway, admission)
+        if self.admission.headers:  # middleware.add_ratelimit_headers puts them on whatever response follows
+            self.request[RATELIMIT_HEADERS] = self.admission.headers
 
     async def send_with_retries(self, candidate: Candidate, ticket: Ticket) -> web.StreamResponse:
         first = [ticket]
@@ -197,9 +209,9 @@ class Exchange:
     async def readmit(self, candidate: Candidate) -> Ticket:
         """A retry is a new upstream call: admitted again (limits, circuit), but the
         Retry-After this target asked for has just been waited out."""
-        _, ticket, skips = await self.gateway.routing.admit([candidate], self.req, self.deadline, honour_cooldown=False)
+        admission, ticket = await self.gateway.routing.readmit(candidate, self.req, self.deadline)
         if ticket is None:
-            reason = skips[0][1] if skips else "not admitted"
+            reason = admission.skips[0][1] if admission.skips else "not admitted"
             self.record.skip(candidate.target.key, candidate.alias.name, reason)
             raise TargetUnavailable(reason)
         return ticket

@@ -10,10 +10,11 @@ import pytest
 
 from router.accounting.record import RequestRecord
 from router.auth.keys import hash_key
-from router.auth.limits import LimitDecision, Window, format_reset, ratelimit_headers, refusal
+from router.auth.limits import Window, format_reset, limit_refusal, ratelimit_headers
 from router.auth.settings import is_loopback
 from router.config import ConfigError
 from router.server import start_server
+from router.state.limiter import Refusal, ScopeCount, ScopeLimit
 from tests.conftest import provider_entry, table_from
 from tests.fakes.upstream import Behaviour, closed_port
 
@@ -420,7 +421,8 @@ def test_ratelimit_headers_and_refusal_follow_openai():
         "x-ratelimit-remaining-tokens": "0",
         "x-ratelimit-reset-tokens": "250ms",
     }
-    error = refusal(LimitDecision(requests=requests, tokens=tokens, retry_after=12.2, refused_by="rpm of key:k"))
+    limits = (ScopeLimit("key:k", rpm=60, tpm=1000),)
+    error = limit_refusal(limits, Refusal("key:k", "rpm", 12.2, (ScopeCount("key:k", 60, 1005, 12.2),)))
     assert (error.status, error.headers["Retry-After"], error.headers["x-ratelimit-remaining-requests"]) == (429, "13", "0")
     assert format_reset(360) == "6m0s"
 

@@ -187,7 +187,7 @@ async def redis_proxy(redis_url: str) -> AsyncIterator[RedisProxy]:
     await proxy.stop()
 
 
-async def test_a_request_with_key_limits_and_a_budget_costs_two_redis_round_trips_before_the_upstream(redis_proxy, make_upstream, start_gateway, redis_prefix):
+async def test_a_request_with_key_limits_and_a_budget_costs_one_redis_round_trip_before_the_upstream(redis_proxy, make_upstream, start_gateway, redis_prefix):
     forii = await make_upstream("forii")
     cfg = limited(forii, key={"rpm": 100, "tpm": 100_000, "concurrency": 4}, team={"rpm": 100})
     cfg["models"]["chat"]["targets"][0]["price"] = {"input": 1, "output": 2}
@@ -209,5 +209,5 @@ async def test_a_request_with_key_limits_and_a_budget_costs_two_redis_round_trip
         before_upstream = [c for c in redis_proxy.commands if c != ("EVALSHA", store._snapshot.sha)]  # a background refresh, never awaited
         gate.set()
         assert (await held)[0] == 200
-    # Key and team limits with key and team budgets: one call; routing's admit: the other.
-    assert before_upstream == [("EVALSHA", store._acquire.sha), ("EVALSHA", store._admit.sha)]
+    # Key and team limits, key and team budgets and routing's admit: one script, one round trip.
+    assert before_upstream == [("EVALSHA", store._admit.sha)]

@@ -63,6 +63,9 @@ async def test_metrics_export_auth_failures_state_store_health_and_reloads(make_
         async with s.post(gw.url + "/admin/reload", headers=ADMIN_HEADERS) as r:
             assert r.status == 422, await r.text()
 
+        # A refused connection fails the call at once; the store is called out only by its prober.
+        await wait_for(lambda: gw.gateway.routing.store.degraded, timeout=10)
+        assert gw.gateway.routing.store.probes_failed >= 3  # state.outage_probes
         after = await scrape(s, gw.url)
     assert after["llm_router_auth_failures_total"][()] == 3
     assert after["llm_router_auth_failures_slowed_total"][()] == 2  # beyond failure_threshold: 1

@@ -83,7 +83,7 @@ async def test_company_config_answers_every_request_under_a_burst_and_leaks_noth
         leases = [key async for key in client.scan_iter(match=f"*{redis_prefix}*:l:*")]
 
         async def no_lease_held() -> bool:
-            return all(await client.zcard(key) == 0 for key in leases)
+            return [await client.zcard(key) for key in leases] == [0] * len(leases)
 
         await wait_for(no_lease_held, timeout=10)
         spend_keys = [key async for key in client.scan_iter(match=f"*{redis_prefix}*spend:team:eng:*")]

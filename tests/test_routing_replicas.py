@@ -161,6 +161,11 @@ async def test_redis_stopped_mid_run_keeps_traffic_flowing_and_shared_state_resu
             status, _ = await chat(session, (a, b)[i % 2].url)
             assert status == 200
         for replica in (a, b):
+            # A failed call fails that call; the replica's prober calls Redis out after state.outage_probes pings.
+            async def degraded(replica: Any = replica) -> bool:
+                return (await admin(session, replica.url))["state"]["degraded"] is True
+
+            await wait_for(degraded, timeout=10, interval=0.1)
             state = (await admin(session, replica.url))["state"]
             assert state["degraded"] is True and state["redis_errors"] > 0
             # Logged once (log lines reach the output in batches, so wait for the first).

@@ -13,6 +13,7 @@ from router.config import HealthPolicy, StateSettings
 from router.state.limiter import ScopeLimit
 from router.state.redis_store import RedisStore
 from router.state.store import Claim, Outcome
+from tests.conftest import wait_for
 from tests.fakes.upstream import closed_port
 
 CLAIM = Claim("prov/model", (ScopeLimit("target:prov/model", rpm=10, concurrency=3), ScopeLimit("account:prov", tpm=1000)), 50, HealthPolicy())
@@ -75,7 +76,10 @@ async def _falls_back_to_local_state(port: int) -> None:
         admission = await store.admit([CLAIM], lease_ttl=5)
         assert time.monotonic() - started < 1.0  # bounded by state.timeout, whatever the socket does
         assert admission.index == 0 and admission.grant is not None and admission.grant.local
-        assert store.degraded and store.redis_errors >= 1
+        assert store.redis_errors >= 1
+        # One failed call fails that call only; the prober, on its own connection, calls Redis out.
+        await wait_for(lambda: store.degraded, timeout=10)
+        assert store.probes_failed >= store.outage_probes
         # While degraded, requests use local state at once and limits still hold, per replica.
         for _ in range(9):
             got = await store.admit([CLAIM], lease_ttl=5)

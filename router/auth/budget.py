@@ -1,12 +1,14 @@
 """Budgets without overshoot: reserve the most a request can cost, settle to what it did cost.
 
-At request start, ``reserve`` adds the request's maximum cost to the spend
-counter of the key and of its team for the current period, in one atomic
-step (one Lua script on Redis, so every replica sees one counter), and only
-if every counter stays within its limit; otherwise the request is refused
-before any upstream call.  When the request ends, ``settle`` moves each
-counter by (real cost - reserved); a request that never reached an upstream
-gives the whole reservation back.
+At request start the request's maximum cost is added to the spend counter
+of the key and of its team for the current period, in the same atomic step
+as the key's limits and routing's admission (the state store's ``admit``:
+one Lua script on Redis, so every replica sees one counter), and only if
+every counter stays within its limit; otherwise the request is refused
+before any upstream call.  When the request ends, the store's ``release``
+moves each counter by (real cost - reserved), once, even if it has to wait
+for Redis to come back; a request that never reached an upstream gives the
+whole reservation back.
 
 The bound: spend never exceeds a budget, given correct prices and an output
 bound the upstream honours.  The maximum cost prices every prompt byte as a
@@ -23,22 +25,20 @@ a day after its period ends.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
 
 from router.accounting.pricing import max_cost_micro_usd, to_micro
 from router.accounting.record import RequestRecord
 from router.auth.keys import Budget, Principal
 from router.config import Price
-from router.errors import AuthUnavailable, BudgetExceeded
+from router.errors import BudgetExceeded
 from router.request import ClientRequest
 from router.state.limiter import Reserve
+from router.state.store import StateStore
 
 
 def period_window(period: str, now: float) -> tuple[str, float | None]:
@@ -83,120 +83,42 @@ def budget_scopes(principal: Principal, now: float) -> list[BudgetScope]:
     return scopes
 
 
-class BudgetBook(Protocol):
-    async def reserve(self, scopes: list[BudgetScope], amount: int, now: float) -> int:
-        """0 if ``amount`` was added to every scope's counter; else 1 + the index of the first that would overflow."""
-        ...
-
-    async def adjust(self, counters: list[str], delta: int) -> None: ...
-
-    async def spent(self, counters: list[str]) -> list[int]: ...
-
-
-class MemoryBudgetBook:
-    """One process: no await between check and add, so the event loop makes it atomic."""
-
-    def __init__(self) -> None:
-        self.counters: dict[str, int] = {}
-
-    async def reserve(self, scopes: list[BudgetScope], amount: int, now: float) -> int:
-        for i, scope in enumerate(scopes):
-            if self.counters.get(scope.counter, 0) + amount > scope.limit_micro_usd:
-                return i + 1
-        for scope in scopes:
-            self.counters[scope.counter] = self.counters.get(scope.counter, 0) + amount
-        return 0
-
-    async def adjust(self, counters: list[str], delta: int) -> None:
-        for counter in counters:
-            self.counters[counter] = self.counters.get(counter, 0) + delta
-
-    async def spent(self, counters: list[str]) -> list[int]:
-        return [self.counters.get(c, 0) for c in counters]
-
-
-# All-or-nothing across the key's and the team's counters.
-_RESERVE = """
-local amount = tonumber(ARGV[1])
-local n = #KEYS
-for i = 1, n do
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used + amount > tonumber(ARGV[1 + i]) then return i end
-end
-for i = 1, n do
-  redis.call('INCRBY', KEYS[i], amount)
-  local ttl = tonumber(ARGV[1 + n + i])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-end
-return 0
-"""
-
-
 def _ttls(scopes: list[BudgetScope], now: float) -> list[int]:
     """Seconds each period counter lives: a day past its period's end (0: a total budget never expires)."""
     return [math.ceil(s.resets_at - now) + 86400 if s.resets_at is not None else 0 for s in scopes]
 
 
-class RedisBudgetBook:
-    def __init__(self, redis: Any, prefix: str) -> None:
-        self.redis = redis
-        self.base = prefix.rstrip(":") + ":auth:"
-        self._reserve = redis.register_script(_RESERVE)
+class BudgetBook:
+    """Budget counters as the state store keeps them: in memory for one instance, in Redis for replicas.
 
-    def counters(self, scopes: list[BudgetScope], amount: int, now: float) -> Reserve:
-        """The reservation as the state store's ``acquire`` carries it beside the key's limits: one round trip for both."""
-        return Reserve(tuple(self.base + s.counter for s in scopes), amount, tuple(s.limit_micro_usd for s in scopes), tuple(_ttls(scopes, now)))
+    The store reserves and settles them (``Entry.reserve`` in ``admit``,
+    ``release(settle=...)``), in the same step as the key's limits and the
+    target's admission; the book names them and reads them for the admin API.
+    """
 
-    async def reserve(self, scopes: list[BudgetScope], amount: int, now: float) -> int:
-        from redis.exceptions import RedisError
+    def __init__(self, store: StateStore, base: str = "") -> None:
+        self.store = store
+        self.base = base  # "<prefix>:auth:" on Redis; "" in memory
 
-        ttls = _ttls(scopes, now)
-        try:
-            return int(await self._reserve(keys=[self.base + s.counter for s in scopes], args=[amount, *(s.limit_micro_usd for s in scopes), *ttls]))
-        except (RedisError, OSError, TimeoutError) as exc:
-            # Fail closed: admitting without a reservation could overspend.
-            raise AuthUnavailable("the budget store is unavailable; try again shortly") from exc
+    def reserve(self, scopes: list[BudgetScope], amount: int, now: float) -> Reserve:
+        """``amount`` to add to every scope's counter, only if each stays within its limit."""
+        keys = tuple(self.base + s.counter for s in scopes)
+        return Reserve(keys, amount, tuple(s.limit_micro_usd for s in scopes), tuple(_ttls(scopes, now)))
 
-    async def adjust(self, counters: list[str], delta: int) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        for counter in counters:
-            pipe.incrby(self.base + counter, delta)
-        await pipe.execute()
+    def scope_of(self, scopes: list[BudgetScope], key: str) -> BudgetScope:
+        return scopes[[self.base + s.counter for s in scopes].index(key)]
 
     async def spent(self, counters: list[str]) -> list[int]:
-        values = await self.redis.mget([self.base + c for c in counters]) if counters else []
-        return [int(v) if v else 0 for v in values]
+        return await self.store.spent([self.base + c for c in counters])
 
-
-@dataclass(slots=True)
-class Reservation:
-    book: BudgetBook
-    scopes: list[BudgetScope]
-    amount: int
-    done: bool = field(default=False)
-
-    async def settle(self, actual: int) -> None:
-        """Replace the reservation by the real cost (0 releases it); once only."""
-        if self.done:
-            return
-        self.done = True
-        if actual != self.amount:
-            await self.book.adjust([s.counter for s in self.scopes], actual - self.amount)
+    @property
+    def counters(self) -> dict[str, int]:
+        """In memory: every counter by name (for tests and the admin API)."""
+        return dict(getattr(self.store, "counters", {}))
 
 
 def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def reserve(book: BudgetBook, principal: Principal, amount: int) -> Reservation | None:
-    now = time.time()
-    scopes = budget_scopes(principal, now)
-    if not scopes:
-        return None
-    failed = await book.reserve(scopes, amount, now)
-    if failed:
-        raise budget_refusal(scopes[failed - 1], amount, now)
-    return Reservation(book, scopes, amount)
 
 
 def budget_refusal(scope: BudgetScope, amount: int, now: float) -> BudgetExceeded:
@@ -232,12 +154,3 @@ def actual_cost(record: RequestRecord, reserved: int) -> int:
         if attempt.answered and (attempt.usage is None or attempt.usage.estimated):
             return reserved  # the ledger records an estimate for finance; a budget must not trust one
     return to_micro(record.cost)
-
-
-async def settle_quietly(reservation: Reservation, actual: int, log: Any) -> None:
-    try:
-        await reservation.settle(actual)
-    except asyncio.CancelledError:
-        raise
-    except Exception:  # the spend stays reserved (never under-counted); say so
-        log.exception("could not settle a budget reservation of %d micro-USD (actual %d)", reservation.amount, actual)

@@ -9,11 +9,13 @@ checked and counted for every scope at once (one Lua call on Redis, shared
 by every replica; one synchronous step in memory).  While Redis is out the
 store counts on this replica alone, as routing does.
 
-    enforce_limits   once per client request, before any upstream call: 1 request and
-                     the estimated tokens (prompt + max output) into every scope, and a
-                     concurrency lease; 429 if any scope is full (and then nothing is counted)
-    release          when the request has ended (answer, error, disconnect, stream end):
-                     the lease is given back and the token estimate replaced by the real usage
+    scope_limits     the key's and team's scopes, carried in the request's ``Entry``: the
+                     store's admit counts 1 request and the estimated tokens (prompt + max
+                     output) into every scope and takes a concurrency lease, in the same
+                     step as the budget and routing's admission; 429 if any scope is full
+                     (and then nothing is counted)
+    release          the store's, when the request has ended (answer, error, disconnect,
+                     stream end): the lease back, the token estimate replaced by the real usage
 
 What a client sees, as OpenAI sends it, on every response of a limited key:
 
@@ -32,14 +34,13 @@ whatever response follows, streamed or not, errors too.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from router.auth.keys import Principal
 from router.config import Limits
 from router.errors import RateLimited
-from router.state.limiter import Grant, Refusal, ScopeCount, ScopeLimit
-from router.state.store import StateStore
+from router.state.limiter import Refusal, ScopeCount, ScopeLimit
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +56,6 @@ class Window:
     limit: int
     remaining: int
     reset_seconds: float
-
-
-@dataclass(slots=True)
-class LimitDecision:
-    requests: Window | None = None
-    tokens: Window | None = None
-    retry_after: float | None = None  # set when refused
-    refused_by: str | None = None  # "key:<id> (rpm 60)", ...
-    release: Callable[[int | None], None] | None = None  # gives back the lease, corrects tokens to the real usage
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def limit_scopes(principal: Principal) -> list[LimitScope]:
@@ -94,12 +85,6 @@ def ratelimit_headers(requests: Window | None, tokens: Window | None) -> dict[st
     return headers
 
 
-def refusal(decision: LimitDecision) -> RateLimited:
-    retry_after = max(1, math.ceil(decision.retry_after or 1))
-    headers = {**ratelimit_headers(decision.requests, decision.tokens), "Retry-After": str(retry_after)}
-    return RateLimited(f"rate limit reached for {decision.refused_by or 'this key'}; retry after {retry_after}s", headers=headers)
-
-
 def scope_limits(principal: Principal) -> list[ScopeLimit]:
     return [ScopeLimit(s.name, s.limits.rpm, s.limits.tpm, s.limits.concurrency) for s in limit_scopes(principal)]
 
@@ -120,30 +105,14 @@ def tightest(limits: Sequence[ScopeLimit], counts: Sequence[ScopeCount]) -> tupl
     return requests, tokens
 
 
-def decide(limits: Sequence[ScopeLimit], result: Grant | Refusal, store: StateStore) -> LimitDecision:
-    """The limiter's answer as the client will see it: headers, and on a refusal the 429 to raise."""
-    decision = LimitDecision(*tightest(limits, result.counts))
-    if isinstance(result, Refusal):
-        decision.retry_after = result.retry_after
-        bound = next(getattr(limit, result.limit) for limit in limits if limit.scope == result.scope)
-        decision.refused_by = f"{result.scope} ({result.limit} {bound})"
-    else:
-        grant = result
-
-        def release(actual_tokens: int | None) -> None:
-            store.release(grant, actual_tokens)
-
-        decision.release = release
-    decision.headers = ratelimit_headers(decision.requests, decision.tokens)
-    return decision
+def window_headers(limits: Sequence[ScopeLimit], counts: Sequence[ScopeCount]) -> dict[str, str]:
+    """The x-ratelimit-* headers of the tightest scope, as the store's step left the windows."""
+    return ratelimit_headers(*tightest(limits, counts))
 
 
-async def enforce_limits(store: StateStore, principal: Principal, estimated_tokens: int, lease_ttl: float) -> LimitDecision:
-    """Count this request against every scope's rpm/tpm/concurrency; raise ``RateLimited`` if any is full."""
-    limits = scope_limits(principal)
-    if not limits:
-        return LimitDecision()
-    decision = decide(limits, await store.acquire(limits, estimated_tokens, lease_ttl), store)
-    if decision.refused_by is not None:
-        raise refusal(decision)
-    return decision
+def limit_refusal(limits: Sequence[ScopeLimit], refused: Refusal) -> RateLimited:
+    """The 429 for a key or team limit the store refused: which one, when to retry, the windows."""
+    retry_after = max(1, math.ceil(refused.retry_after or 1))
+    bound = next(getattr(limit, refused.limit) for limit in limits if limit.scope == refused.scope)
+    headers = {**window_headers(limits, refused.counts), "Retry-After": str(retry_after)}
+    return RateLimited(f"rate limit reached for {refused.scope} ({refused.limit} {bound}); retry after {retry_after}s", headers=headers)

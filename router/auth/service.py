@@ -16,9 +16,11 @@ import os
 from collections.abc import Awaitable
 from typing import Any
 
-from router.auth.budget import BudgetBook, MemoryBudgetBook, RedisBudgetBook
+from router.auth.budget import BudgetBook
 from router.auth.store import KeyResolver, KeyStore, MemoryKeyStore, RedisKeyStore
 from router.auth.throttle import FailureThrottle
+from router.state.memory import MemoryStore
+from router.state.store import StateStore
 
 log = logging.getLogger("router.auth")
 
@@ -28,7 +30,7 @@ ADMIN_TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
 class AuthService:
     def __init__(self) -> None:
         self.store: KeyStore = MemoryKeyStore()
-        self.book: BudgetBook = MemoryBudgetBook()
+        self.book = BudgetBook(MemoryStore())  # the gateway's state store replaces it at start (use_store)
         self.resolver = KeyResolver(self.store)
         self.throttle = FailureThrottle()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -40,8 +42,11 @@ class AuthService:
 
     def use_redis(self, redis: Any, prefix: str) -> None:
         self.store = RedisKeyStore(redis, prefix)
-        self.book = RedisBudgetBook(redis, prefix)
         self.resolver = KeyResolver(self.store)
+
+    def use_store(self, store: StateStore, prefix: str | None) -> None:
+        """Budgets live in the state store: ``prefix`` names their Redis keys (None: in memory)."""
+        self.book = BudgetBook(store, prefix.rstrip(":") + ":auth:" if prefix is not None else "")
 
     @property
     def admin_enabled(self) -> bool:

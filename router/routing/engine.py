@@ -4,8 +4,10 @@
                                   snapshot of state (no I/O, never waits)
     admit(candidates, req, ...)   one store call: the first candidate whose
                                   circuit, cooldown, reported quota and limits
-                                  allow it is counted and leased; the ones
-                                  before it come back with the reason they were skipped
+                                  allow it is counted and leased (with the
+                                  request's own entry: key/team limits and
+                                  budget, all or nothing); the ones before it
+                                  come back with the reason they were skipped
     finish(ticket, attempt, record) fold the attempt's typed outcome into shared state, in the background
 
 Each target counts against the scope ``target:<provider>/<model>`` (its
@@ -28,7 +30,7 @@ from router.routing import strategies
 from router.routing.candidates import Candidate
 from router.routing.health import read_quota
 from router.state.limiter import Grant, ScopeLimit
-from router.state.store import Claim, Outcome, StateStore, TargetState
+from router.state.store import Admission, Claim, Entry, Outcome, StateStore, TargetState
 
 DEFAULT_OUTPUT_TOKENS = 256  # counted for a request without max_tokens, corrected after the call
 LEASE_SLACK = 30.0  # a lease outlives the request's deadline by this much, then expires on its own
@@ -86,16 +88,21 @@ class RoutingEngine:
             start = end
         return ordered
 
-    async def admit(
-        self, candidates: Sequence[Candidate], req: ClientRequest, deadline: float, *, honour_cooldown: bool = True
-    ) -> tuple[int | None, Ticket | None, list[tuple[int, str]]]:
+    async def admit(self, candidates: Sequence[Candidate], req: ClientRequest, deadline: float, entry: Entry | None = None) -> tuple[Admission, Ticket | None]:
+        """One store call: the first admissible candidate (and the request's own entry, when given), counted and leased."""
         tokens = estimate_tokens(req)
-        claims = [self.claim(c.target, tokens, honour_cooldown=honour_cooldown) for c in candidates]
+        return await self._admitted([self.claim(c.target, tokens) for c in candidates], deadline, entry)
+
+    async def readmit(self, candidate: Candidate, req: ClientRequest, deadline: float) -> tuple[Admission, Ticket | None]:
+        """A same-target retry: admitted again (limits, circuit), but the Retry-After it asked for has just been waited out."""
+        return await self._admitted([self.claim(candidate.target, estimate_tokens(req), honour_cooldown=False)], deadline, None)
+
+    async def _admitted(self, claims: list[Claim], deadline: float, entry: Entry | None) -> tuple[Admission, Ticket | None]:
         lease_ttl = max(0.0, deadline - time.monotonic()) + LEASE_SLACK
-        admission = await self.store.admit(claims, lease_ttl)
+        admission = await self.store.admit(claims, lease_ttl, entry)
         if admission.index is None or admission.grant is None:
-            return None, None, admission.skips
-        return admission.index, Ticket(claims[admission.index], admission.grant, admission.probe), admission.skips
+            return admission, None
+        return admission, Ticket(claims[admission.index], admission.grant, admission.probe)
 
     def finish(self, ticket: Ticket, attempt: AttemptRecord, record: RequestRecord) -> None:
         """Fold one attempt's typed outcome into shared state (in the background)."""

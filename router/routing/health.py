@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from router.config import HealthPolicy
 from router.errors import UpstreamClientError, UpstreamError, UpstreamStatusError
+from router.outcome import HealthEffect
 from router.state.store import Outcome, TargetState
 
 LOW_REQUESTS = 2  # provider-reported requests left at which a target counts as running out
@@ -42,19 +43,19 @@ DEFAULT_QUOTA_RESET = 60.0  # when a provider reports remaining quota but not wh
 DEFAULT_THROTTLE = 1.0  # cooldown for a 429 without Retry-After
 
 
-def classify(exc: BaseException | None) -> str:
+def classify(exc: BaseException | None) -> HealthEffect:
     """The outcome kind of one attempt: ok, fail, throttle or neutral."""
     if exc is None:
-        return "ok"
+        return HealthEffect.OK
     if isinstance(exc, UpstreamClientError):
-        return "neutral"
+        return HealthEffect.NEUTRAL
     if isinstance(exc, UpstreamStatusError):
         if exc.upstream_status == 429 or (exc.upstream_status == 503 and exc.retry_after is not None):
-            return "throttle"
-        return "fail"
+            return HealthEffect.THROTTLE
+        return HealthEffect.FAIL
     if isinstance(exc, UpstreamError):
-        return "fail"
-    return "neutral"  # cancelled by the client, or a gateway-side error
+        return HealthEffect.FAIL
+    return HealthEffect.NEUTRAL  # cancelled by the client, or a gateway-side error
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -152,7 +153,7 @@ class Health:
 
     def fold(self, outcome: Outcome, rules: HealthPolicy, now: float) -> None:
         self._fold_quota(outcome, now)
-        if outcome.kind == "ok":
+        if outcome.kind == HealthEffect.OK:
             self.failures = 0
             self._count(now, 0, rules)
             self.latency_ms = _ewma(self.latency_ms, outcome.latency_ms)
@@ -161,7 +162,7 @@ class Health:
             self.measured_at = now
             if self.open and outcome.probe:
                 self.open, self.probe_until, self.window = False, 0.0, {}
-        elif outcome.kind == "fail":
+        elif outcome.kind == HealthEffect.FAIL:
             self.failures += 1
             self._count(now, 1, rules)
             if self.open:
@@ -170,7 +171,7 @@ class Health:
             elif self._should_open(rules):
                 self.open, self.open_until, self.probe_until = True, now + rules.cooldown, 0.0
         else:
-            if outcome.kind == "throttle":
+            if outcome.kind == HealthEffect.THROTTLE:
                 self.cooldown_until = max(self.cooldown_until, now + (outcome.retry_after if outcome.retry_after is not None else DEFAULT_THROTTLE))
             if outcome.probe:
                 self.probe_until = 0.0  # the probe learnt nothing; let the next one through

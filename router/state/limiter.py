@@ -16,7 +16,9 @@ limit never used up its key's.
         caller can tell its client what remains (the x-ratelimit-* headers).
     release(grant, actual_tokens)
         Drops the leases and corrects the tokens counted at acquire to the
-        real usage (estimate before the call, truth after it).
+        real usage (estimate before the call, truth after it).  Idempotent:
+        the correction is applied only where the lease was still held, so a
+        release sent twice (replayed after a lost reply) corrects once.
 
 Windows are 60 one-second buckets: a request counts from the second it was
 admitted for the next 59 to 60 seconds, so a limit of N per minute admits at
@@ -62,7 +64,8 @@ class Grant:
     second: int  # the window bucket the request was counted in
     tokens: int  # the estimate counted
     local: bool = False  # granted by the in-process fallback while Redis was out
-    counts: tuple[ScopeCount, ...] = ()  # filled by acquire (not by routing's admit)
+    counts: tuple[ScopeCount, ...] = ()  # filled by acquire and for admit's entry (not for routing's claim)
+    reserve: Reserve | None = None  # the budget counters this lease reserved on, settled by release(settle=...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,24 @@ class Reserve:
     amount: int
     bounds: tuple[int, ...]
     ttls: tuple[int, ...]  # seconds; 0 = no expiry
+
+
+# Lua numbers are doubles: every number a client can influence is clamped below 2**53
+# before it reaches a script, so bad data can never make Redis answer an error.
+MAX_TOKENS = 2**40  # per request; 2**63 / 2**40 requests would have to land in one window to overflow
+MAX_MICRO_USD = 2**50  # about 1.1e9 USD
+MAX_LUA_INT = 2**52
+
+
+def clamp(value: float | int, low: int = 0, high: int = MAX_LUA_INT) -> int:
+    """``value`` as an integer a Lua script can hold exactly (NaN reads as ``low``)."""
+    if value != value:  # NaN
+        return low
+    if value <= low:
+        return low
+    if value >= high:
+        return high
+    return int(value)
 
 
 def new_lease() -> str:
@@ -136,8 +157,8 @@ class LocalLimiter:
                 return Refusal(limit.scope, "concurrency", 1.0)
         return None
 
-    def take(self, limits: Sequence[ScopeLimit], tokens: int, lease_ttl: float, now: float) -> Grant:
-        lease, second = new_lease(), int(now)
+    def take(self, limits: Sequence[ScopeLimit], tokens: int, lease_ttl: float, now: float, lease: str | None = None) -> Grant:
+        lease, second = lease or new_lease(), int(now)
         for limit in limits:
             scope = self._scopes.setdefault(limit.scope, _Scope())
             bucket = scope.buckets.setdefault(second, [0, 0])
@@ -169,7 +190,8 @@ class LocalLimiter:
             scope = self._scopes.get(name)
             if scope is None:
                 continue
-            scope.leases.pop(grant.lease, None)
+            if scope.leases.pop(grant.lease, None) is None:
+                continue  # released already (or expired): a second release changes nothing
             bucket = scope.buckets.get(grant.second)
             if bucket is not None and actual_tokens is not None:
                 bucket[1] = max(0, bucket[1] + actual_tokens - grant.tokens)
@@ -254,8 +276,8 @@ local function release_scopes(k, n, lease, second, token_delta, now)
   local now_s = math.floor(now / 1000)
   for i = 0, n - 1 do
     local wkey, lkey = KEYS[k + 2 * i], KEYS[k + 2 * i + 1]
-    redis.call('ZREM', lkey, lease)
-    if token_delta ~= 0 and second > now_s - WINDOW and redis.call('HEXISTS', wkey, 't' .. second) == 1 then
+    -- the correction rides on the lease: a release replayed after a lost reply corrects nothing twice
+    if redis.call('ZREM', lkey, lease) == 1 and token_delta ~= 0 and second > now_s - WINDOW and redis.call('HEXISTS', wkey, 't' .. second) == 1 then
       local left = redis.call('HINCRBY', wkey, 't' .. second, token_delta)
       if left < 0 then redis.call('HSET', wkey, 't' .. second, 0) end
     end

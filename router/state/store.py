@@ -7,13 +7,22 @@ limiter.  Two implementations keep it: ``MemoryStore`` (one process, the
 default) and ``RedisStore`` (any number of replicas).  Both follow the rules
 written once in ``router/routing/health.py`` and ``router/state/limiter.py``.
 
-The request path calls the store twice: ``admit`` (awaited, at most one
-Redis round trip, before the upstream call) and ``report`` (not awaited: it
-runs as a tracked background task after the call).  A key or team with
-limits adds ``acquire`` (one round trip, carrying the budget reservation
-too) before, and ``release`` (background) after.  ``snapshot`` never waits
-on the network; it returns the last state it read and refreshes in the
-background.
+The request path calls the store once before the upstream call and never
+waits on it after:
+
+    admit(claims, lease_ttl, entry)   awaited, one Redis round trip: the client
+                                      request's own ``Entry`` (key/team rpm, tpm,
+                                      concurrency and the budget reservation) and
+                                      routing's first admissible claim, all or nothing
+    release(grant, tokens, settle)    background: the entry's lease back, tokens
+                                      corrected, the reservation settled to the real
+                                      cost; idempotent, never lost (kept and replayed)
+    report(claim, grant, outcome)     background: the claim's lease back and the
+                                      outcome folded into its target's health
+    snapshot(claims)                  never waits: the last state read, refreshed
+                                      in the background
+
+``acquire`` is ``admit`` with an entry and no claim (the limiter alone).
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.config import HealthPolicy
-from router.state.limiter import Grant, Refusal, ScopeLimit
+from router.outcome import HealthEffect
+from router.state.limiter import Grant, Refusal, Reserve, ScopeLimit
 
 log = logging.getLogger("router.state")
 
@@ -42,21 +52,36 @@ class Claim:
     honour_cooldown: bool = True  # False on a same-target retry that already waited the Retry-After
 
 
+class RedisUnavailable(Exception):
+    """Redis failed or was too slow for this call, or is out; the caller falls back to local state or fails closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The client request itself, as ``admit`` counts it beside routing's claim: its key/team scopes and budget."""
+
+    limits: tuple[ScopeLimit, ...]  # key:<id>, team:<name> scopes (may be empty)
+    tokens: int  # counted in the entry scopes' tpm (an estimate; corrected at release)
+    reserve: Reserve | None = None  # budget counters (full keys, amount, bounds, ttls), or None
+
+
 @dataclass(slots=True)
 class Admission:
-    """What ``admit`` answers: the first claim it could admit (or none) and why each before it was skipped."""
+    """What ``admit`` answers: the first claim it could admit (or none), why each before it was skipped, the entry's fate."""
 
     index: int | None
     grant: Grant | None
     skips: list[tuple[int, str]] = field(default_factory=list)  # (claim index, reason)
     probe: bool = False  # this call is the half-open probe of its target's circuit
+    entry_grant: Grant | None = None  # the entry was counted (``.counts`` per entry scope, for x-ratelimit-*)
+    refusal: Refusal | None = None  # the entry was refused (``limit == "reserve"``: a budget counter, ``scope`` its key)
 
 
 @dataclass(slots=True)
 class Outcome:
     """How one upstream call went, for ``report``."""
 
-    kind: str  # "ok" | "fail" (counts against health) | "throttle" (429/503: cooldown) | "neutral"
+    kind: HealthEffect  # ok | fail (counts against health) | throttle (429/503: cooldown) | neutral
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     retry_after: float | None = None  # seconds of cooldown the provider asked for
@@ -116,8 +141,13 @@ class BackgroundTasks:
         return len(self._tasks)
 
     async def drain(self, timeout: float = 5.0) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        """Wait until no task is left, those the finished ones started included (a pipeline queued this turn)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await asyncio.sleep(0)  # a flush scheduled with call_soon spawns its task now
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+            await asyncio.sleep(0)
 
 
 class StateStore(abc.ABC):
@@ -126,25 +156,45 @@ class StateStore(abc.ABC):
     backend: str = "memory"
     degraded: bool = False  # True while Redis is out and local state stands in
     redis_errors: int = 0  # Redis calls that failed or timed out (exported as a metric)
+    probes_failed: int = 0  # outage probes (PING on the store's own connection) that failed
 
     def __init__(self) -> None:
         self.tasks = BackgroundTasks()
 
     # -- the limiter, over any scope strings (issue 5 reuses it for keys and teams) --
 
-    @abc.abstractmethod
     async def acquire(self, limits: Sequence[ScopeLimit], tokens: int, lease_ttl: float) -> Grant | Refusal:
-        """Count one request of ``tokens`` against every scope, and take an in-flight lease, or nothing."""
+        """Count one request of ``tokens`` against every scope, and take an in-flight lease, or nothing (an entry alone)."""
+        admission = await self.admit((), lease_ttl, Entry(tuple(limits), tokens))
+        result = admission.refusal or admission.entry_grant
+        assert result is not None, "an entry alone is either counted or refused"
+        return result
 
     @abc.abstractmethod
-    def release(self, grant: Grant, actual_tokens: int | None = None) -> None:
-        """Give the lease back and correct the token estimate; runs in the background."""
+    def release(self, grant: Grant, actual_tokens: int | None = None, settle: int | None = None) -> None:
+        """Give the lease back, correct the token estimate and settle the reservation; background, idempotent.
+
+        ``settle`` is the request's real cost in micro-USD, replacing what the
+        grant reserved (None: nothing was reserved, or leave it as it is).
+        Calling it twice releases and settles once.
+        """
+
+    @abc.abstractmethod
+    async def spent(self, counters: Sequence[str]) -> list[int]:
+        """The current value of budget counters (the full names an ``Entry``'s ``Reserve`` carries)."""
 
     # -- routing ------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def admit(self, claims: Sequence[Claim], lease_ttl: float) -> Admission:
-        """Admit the first claim whose circuit, cooldown, reported quota and limits allow it."""
+    async def admit(self, claims: Sequence[Claim], lease_ttl: float, entry: Entry | None = None) -> Admission:
+        """Count ``entry`` and admit the first claim whose circuit, cooldown, reported quota and limits allow it.
+
+        All or nothing: the entry first (its reserve counters, then its
+        scopes), then the first admissible claim.  If the entry is refused
+        (``Admission.refusal``, with the counts) or no claim is admissible
+        (the skips listed), nothing is counted or reserved.  With no claims
+        at all the entry is taken alone.  Entry and claim share one lease.
+        """
 
     @abc.abstractmethod
     def report(self, claim: Claim, grant: Grant, outcome: Outcome) -> None:
