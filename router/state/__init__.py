@@ -40,7 +40,7 @@ def open_redis(settings: StateSettings) -> Any:
         # and never with redis-py's default backoff of seconds on the request path.
         retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns its pool: closing it closes the connections
 
 
 def open_store(settings: StateSettings, redis_client: Any = None) -> StateStore:

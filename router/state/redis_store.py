@@ -616,7 +616,7 @@ def _probe_client(client: Any, timeout: float) -> Any:
     """A client on the same server as ``client``, with one connection of its own (not from the request pool)."""
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "socket_timeout": timeout, "socket_connect_timeout": timeout}
-    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs))
+    return aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs))
 
 
 def _admission(result: list[Any], lease: str, claims: Sequence[Claim], entry: Entry | None) -> Admission:
