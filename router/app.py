@@ -3,6 +3,7 @@
 Middlewares, each with one concern:
     request_id_middleware   echo the client's x-request-id or make one
     error_middleware        render every error in OpenAI's shape, with its status
+    overload_middleware     at most server.max_in_flight client requests at once; the rest 503 overloaded
     auth_middleware         router/auth/middleware.py: admin token on /admin/*, a client key elsewhere
 """
 
@@ -20,7 +21,7 @@ from router.accounting.wiring import install_accounting
 from router.auth.admin import add_admin_routes
 from router.auth.middleware import PRINCIPAL, add_ratelimit_headers, auth_middleware
 from router.config import RouteTable
-from router.errors import GatewayError, InvalidRequest
+from router.errors import GatewayError, InvalidRequest, Overloaded
 from router.gateway import GATEWAY, REQUEST_ID, Gateway
 from router.metrics import metrics_endpoint
 from router.operations import Operation
@@ -66,6 +67,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(GatewayError("the gateway failed to handle this request; it has been logged"), request.get(REQUEST_ID))
 
 
+@web.middleware
+async def overload_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A saturated process says so at once (503 overloaded, Retry-After), rather than timing out into a fake outage."""
+    if not request.path.startswith("/v1/"):  # health, metrics and the admin API are never refused
+        return await handler(request)
+    gateway = request.app[GATEWAY]
+    if gateway.in_flight >= gateway.table.server.max_in_flight:
+        gateway.overloaded += 1
+        raise Overloaded(f"this gateway process is handling {gateway.in_flight} requests, its limit; retry in a second")
+    gateway.in_flight += 1
+    try:
+        return await handler(request)
+    finally:
+        gateway.in_flight -= 1
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, Operation.CHAT)
 
@@ -109,7 +126,7 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     # The body limit is enforced per request from the live table; this is only
     # aiohttp's outer bound, so a reload that raises the limit still works.
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024)
+        middlewares=[request_id_middleware, error_middleware, overload_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024)
     )
     app[GATEWAY] = gateway
     install_accounting(gateway)

@@ -153,6 +153,10 @@ class ServerSettings:
     port: int = 8080
     max_body_bytes: int = 4 * 1024 * 1024
     shutdown_grace: float = 30.0  # seconds requests in flight may take to finish after SIGTERM
+    # Client requests one process handles at once; beyond it, 503 overloaded with Retry-After at once.
+    # High enough for 256 keep-alive clients and their bursts; low enough that a saturated
+    # process answers honestly instead of letting timeouts pile up into a fake outage.
+    max_in_flight: int = 1024
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -616,12 +620,13 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
     version = root.get("version", 1)
     if version != 1:
         r.fail("version", f"unsupported version {version!r}; this gateway reads version 1")
-    s = r.mapping(root.get("server"), "server", ("host", "port", "max_body_bytes", "shutdown_grace"))
+    s = r.mapping(root.get("server"), "server", ("host", "port", "max_body_bytes", "shutdown_grace", "max_in_flight"))
     server = ServerSettings(
         host=r.string(s.get("host"), "server.host", default=_SERVER.host) or _SERVER.host,
         port=r.integer(s.get("port"), "server.port", _SERVER.port, minimum=0) or 0,
         max_body_bytes=r.integer(s.get("max_body_bytes"), "server.max_body_bytes", _SERVER.max_body_bytes, minimum=1024) or 0,
         shutdown_grace=r.number(s.get("shutdown_grace"), "server.shutdown_grace", _SERVER.shutdown_grace),
+        max_in_flight=r.integer(s.get("max_in_flight"), "server.max_in_flight", _SERVER.max_in_flight, minimum=1) or _SERVER.max_in_flight,
     )
     logging_settings = _logging(r, root.get("logging"))
     st = r.mapping(root.get("state"), "state", ("backend", "url", "prefix", "timeout", "pool_size", "pool_timeout", "outage_probes"))

@@ -22,7 +22,8 @@
     ├── TargetUnavailable             skipped before any I/O (circuit open, cooldown, over limit)
     ├── LedgerNotConfigured           404 /v1/usage on a gateway with no queryable sink
     ├── LedgerUnavailable             503 the usage sink did not answer a query
-    └── AllCandidatesFailed           502/503/504 with one line per attempt
+    ├── AllCandidatesFailed           502/503/504 with one line per attempt
+    └── Overloaded                    503 overloaded (server.max_in_flight in hand), Retry-After: 1
 
 Each class states its row of the error table in its header, as data: its
 HTTP status, its OpenAI error ``type`` and ``code``, whether a retry could
@@ -251,3 +252,10 @@ def status_for_failures(errors: list[GatewayError]) -> int:
     if all(isinstance(e, TargetUnavailable) or (isinstance(e, UpstreamStatusError) and e.upstream_status in (429, 503)) for e in errors):
         return 503
     return 502
+
+
+class Overloaded(GatewayError, status=503, type="server_error", code="overloaded"):
+    """This process already has ``server.max_in_flight`` requests in hand: answered at once, never queued."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})

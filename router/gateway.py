@@ -37,6 +37,8 @@ class Gateway:
         self.table = table
         self.transport = Transport()
         self.ready = False
+        self.in_flight = 0  # client requests being handled now (app.overload_middleware)
+        self.overloaded = 0  # requests refused because in_flight had reached server.max_in_flight
         self.redis: Any = None  # redis.asyncio.Redis when state.backend is redis
         self.auth = AuthService()  # keys, teams, budgets (router/auth)
         # Orders and admits candidates over the state store (memory, or Redis once started).
