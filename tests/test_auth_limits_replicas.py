@@ -125,3 +125,26 @@ async def concurrency_burst(s: aiohttp.ClientSession, urls: tuple[str, str], for
         return all(status == 200 for status, _, _ in answers)
 
     await wait_for(all_slots_back, timeout=5, interval=0.05)
+
+
+async def test_rpm_holds_exactly_in_every_run_with_64_clients_on_each_of_two_replicas(make_upstream, spawn_gateway, redis_url, redis_prefix):
+    """Issue 10: rpm N admits exactly N in every run (5 runs), with 64 concurrent clients on each replica."""
+    limit, runs = 40, 5
+    forii = await make_upstream("forii")
+    keys = {f"run{i}": {"key": f"rpm-run-{i}-key-0123456789abcdef", "limits": {"rpm": limit}} for i in range(runs)}
+    cfg = {
+        "state": {"backend": "redis", "url": redis_url, "prefix": redis_prefix},
+        "providers": {"forii": provider_entry(forii)},
+        "models": {"chat": {"targets": [{"provider": "forii", "model": "forii/deepseek-v3"}]}},
+        "auth": {"keys": keys},
+    }
+    a, b = await two_replicas(spawn_gateway, cfg)
+    connector = aiohttp.TCPConnector(limit=128)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        for i in range(runs):
+            key = keys[f"run{i}"]["key"]
+            results = await asyncio.gather(*(chat(s, (a, b)[j % 2].url, key) for j in range(128)))
+            statuses = [r[0] for r in results]
+            assert (statuses.count(200), statuses.count(429)) == (limit, 128 - limit), (i, statuses)
+    for replica in (a, b):
+        assert not any("Redis state unavailable" in line for line in replica.output)
