@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from router.operations import Operation
+from providers.operations import Operation
 
 # Request fields the gateway itself consumes; never forwarded, never a reason
 # to skip a target.

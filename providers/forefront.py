@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from providers.base import Adapter, Capabilities, ResponseContext, UpstreamCall, Usage
-from router.operations import Operation
+from providers.operations import Operation
 
 _FORWARDED = ("max_tokens", "temperature", "stop")
 

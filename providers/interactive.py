@@ -15,7 +15,7 @@ import orjson
 
 from providers.base import Adapter, Capabilities, ResponseContext, StreamTranslator, UpstreamCall, Usage
 from providers.openai import OpenAIStream, label_response, openai_payload
-from router.operations import Operation
+from providers.operations import Operation
 
 
 class InteractiveAdapter(Adapter):

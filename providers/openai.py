@@ -23,7 +23,7 @@ from providers.base import (
     Usage,
     usage_from_openai,
 )
-from router.operations import Operation
+from providers.operations import Operation
 
 _PATHS = {Operation.CHAT: "/chat/completions", Operation.COMPLETION: "/completions"}
 _INCLUDE_USAGE = {"include_usage": True}

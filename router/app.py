@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
-from router.accounting.usage_api import usage_endpoint
+from router.accounting.usage_api import usage_response
 from router.accounting.wiring import install_accounting
 from router.auth.admin import add_admin_routes
-from router.auth.middleware import PRINCIPAL, add_ratelimit_headers, auth_middleware
+from router.auth.middleware import add_ratelimit_headers, auth_middleware
 from router.config import RouteTable
 from router.errors import GatewayError, InvalidRequest, Overloaded
-from router.gateway import GATEWAY, REQUEST_ID, Gateway
-from router.metrics import metrics_endpoint
+from router.gateway import Gateway
+from router.keys import GATEWAY, METRICS, PRINCIPAL, RELOADER, REQUEST_ID
+from router.lifecycle import CONTEXTS
+from router.logs import RequestLog
+from router.metrics import metrics_response
 from router.operations import Operation
 from router.pipeline import handle_completion
-from router.reload import admin_reload
+from router.reload import Reloader, admin_reload
 from router.request import new_request_id
 from router.routing.admin import admin_targets
 
@@ -126,26 +129,39 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     # The body limit is enforced per request from the live table; this is only
     # aiohttp's outer bound, so a reload that raises the limit still works.
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, overload_middleware, auth_middleware], client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024)
+        middlewares=[request_id_middleware, error_middleware, overload_middleware, auth_middleware],
+        client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024),
     )
     app[GATEWAY] = gateway
-    install_accounting(gateway)
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await gateway.start()
-        yield
-        await gateway.stop()
-
-    app.cleanup_ctx.append(lifecycle)
+    app[RELOADER] = Reloader(gateway)
+    gateway.record_listeners.append(RequestLog())
+    app[METRICS] = install_accounting(gateway, app[RELOADER])
+    app.cleanup_ctx.extend(CONTEXTS)
     app.on_response_prepare.append(add_ratelimit_headers)
+    add_routes(app)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/usage", usage)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_post("/admin/reload", admin_reload)
-    add_admin_routes(app)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/v1/usage", usage_endpoint)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/admin/reload", reload_now)
     app.router.add_get("/admin/targets", admin_targets)
-    return app
+    add_admin_routes(app)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return metrics_response(request.app[METRICS])
+
+
+async def usage(request: web.Request) -> web.Response:
+    return await usage_response(request.app[GATEWAY].ledger, request)
+
+
+async def reload_now(request: web.Request) -> web.Response:
+    return await admin_reload(request.app[RELOADER])

@@ -104,8 +104,8 @@ async def _serve(table: RouteTable, host: str | None, port: int | None, watch: f
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, gateway.reloader.request_reload, "SIGHUP")
-    watcher = asyncio.create_task(gateway.reloader.watch(watch)) if watch is not None else None
+    loop.add_signal_handler(signal.SIGHUP, server.reloader.request_reload, "SIGHUP")
+    watcher = asyncio.create_task(server.reloader.watch(watch)) if watch is not None else None
     await stop.wait()
     grace = gateway.table.server.shutdown_grace
     log_event(

@@ -33,16 +33,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from router.accounting.record import RequestRecord
 from router.config import LOG_FORMATS, LOG_LEVELS, LoggingSettings
 from router.secrets import Secret, scrub
-
-if TYPE_CHECKING:
-    from router.accounting.record import RequestRecord
-    from router.gateway import Gateway
 
 ACCESS_LOGGER = "router.access"
 FIELDS = "fields"  # the LogRecord attribute that carries structured fields: extra={"fields": {...}}
@@ -252,14 +249,14 @@ def _ms(start: float | None, end: float | None) -> float | None:
 class RequestLog:
     """The record listener that writes one line per finished request."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self) -> None:
         self.logger = logging.getLogger(ACCESS_LOGGER)
 
     def __call__(self, record: RequestRecord) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return
-        self.logger.info("request", extra={FIELDS: request_fields(record, self.gateway.table.logging.bodies)})
+        # A record carries the prompt only when logging.bodies was on when the request came in.
+        self.logger.info("request", extra={FIELDS: request_fields(record, bodies=True)})
 
 
 def request_fields(record: RequestRecord, bodies: bool = False) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -29,14 +29,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from router.accounting.ledger import Ledger
 from router.accounting.record import RequestRecord
 from router.accounting.usage import UsageRow, row_from_record
 from router.config import RouteTable, Target
+from router.gateway import Gateway
 from router.outcome import AttemptKind
-
-if TYPE_CHECKING:
-    from router.accounting.ledger import Ledger
-    from router.gateway import Gateway
+from router.reload import Reloader
 
 log = logging.getLogger("router.metrics")
 
@@ -65,8 +64,9 @@ class BoundedLabel:
 
 
 class Metrics:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, reloader: Reloader | None = None) -> None:
         self.gateway = gateway
+        self.reloader = reloader
         self.registry = CollectorRegistry(auto_describe=False)
         ledger_settings = gateway.table.ledger
         limit = ledger_settings.max_label_values if ledger_settings else 200
@@ -201,10 +201,10 @@ class _ScrapeTimeCollector(Collector):
         yield journal
         yield written
         yield up
-        yield from _operations(m.gateway)
+        yield from _operations(m.gateway, m.reloader)
 
 
-def _operations(gateway: Any) -> Iterator[Metric]:
+def _operations(gateway: Any, reloader: Reloader | None) -> Iterator[Metric]:
     """Auth failures, the routing store's Redis health and live reloads, read from their owners at scrape time."""
     auth = getattr(gateway, "auth", None)
     counters = auth.counters() if auth is not None else {}
@@ -227,7 +227,6 @@ def _operations(gateway: Any) -> Iterator[Metric]:
     overloaded = CounterMetricFamily(f"{PREFIX}_overloaded", "Client requests refused with 503 overloaded: this process had server.max_in_flight in hand")
     overloaded.add_metric([], int(getattr(gateway, "overloaded", 0)))
     yield from (errors, degraded, probes, kept, overloaded)
-    reloader = getattr(gateway, "reloader", None)
     reloads = CounterMetricFamily(f"{PREFIX}_config_reloads", "routes.yaml reloads that swapped the route table")
     reloads.add_metric([], int(getattr(reloader, "reloads", 0)))
     refused = CounterMetricFamily(f"{PREFIX}_config_reload_failures", "routes.yaml reloads refused (the old table kept serving)")
@@ -286,9 +285,6 @@ def _target_health(table: RouteTable, gateway: Any) -> Iterator[Metric]:
     yield from (circuit, cooldown, remaining_requests, remaining_tokens)
 
 
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    from router.gateway import GATEWAY
-
-    metrics = request.app[GATEWAY].metrics
-    assert metrics is not None, "create_app installs the metrics"
+def metrics_response(metrics: Metrics) -> web.Response:
+    """GET /metrics: the Prometheus text format."""
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,14 +1,7 @@
-"""The client-facing operations the gateway serves, shared by routes and adapters."""
+"""The client-facing operations, named where routes and adapters both see them (providers/operations.py)."""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from providers.operations import Operation
 
-
-class Operation(StrEnum):
-    CHAT = "chat"
-    COMPLETION = "completion"
-
-    @property
-    def path(self) -> str:
-        return "/v1/chat/completions" if self is Operation.CHAT else "/v1/completions"
+__all__ = ["Operation"]

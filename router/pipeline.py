@@ -37,7 +37,6 @@ from providers.base import ResponseContext, StreamTranslator
 from router.accounting.estimate import answer_text, estimate_usage
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
 from router.auth.admission import Admission
-from router.auth.middleware import PRINCIPAL, RATELIMIT_HEADERS
 from router.config import RouteTable
 from router.errors import (
     AllCandidatesFailed,
@@ -52,7 +51,8 @@ from router.errors import (
     status_for_failures,
     upstream_status_error,
 )
-from router.gateway import GATEWAY, REQUEST_ID, Gateway
+from router.gateway import Gateway
+from router.keys import GATEWAY, PRINCIPAL, RATELIMIT_HEADERS, REQUEST_ID
 from router.operations import Operation
 from router.outcome import AttemptKind, HealthEffect
 from router.request import ClientRequest, parse_request

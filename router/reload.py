@@ -23,17 +23,14 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
 from router.config import ConfigError, RouteTable, load_table
 from router.errors import ConfigRejected
+from router.gateway import Gateway
 from router.logs import log_event, reconfigure_logging, remember_secrets
-
-if TYPE_CHECKING:
-    from router.gateway import Gateway
 
 log = logging.getLogger("router.reload")
 
@@ -168,11 +165,9 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-async def admin_reload(request: web.Request) -> web.Response:
+async def admin_reload(reloader: Reloader) -> web.Response:
     """POST /admin/reload: reload routes.yaml now; 200 with what changed, or 422 with the check errors."""
-    from router.gateway import GATEWAY
-
-    result = await request.app[GATEWAY].reloader.reload("admin")
+    result = await reloader.reload("admin")
     if not result.ok:
         raise ConfigRejected("the new routes.yaml was refused; the old table keeps serving:\n" + "\n".join(result.errors))
     body = {

@@ -19,7 +19,9 @@ from aiohttp import web
 from router.app import create_app
 from router.auth.settings import unsafe_listen
 from router.config import ConfigError, RouteTable
-from router.gateway import GATEWAY, Gateway
+from router.gateway import Gateway
+from router.keys import GATEWAY, RELOADER
+from router.reload import Reloader
 
 
 @dataclass
@@ -35,6 +37,10 @@ class RunningServer:
     @property
     def gateway(self) -> Gateway:
         return self.runner.app[GATEWAY]
+
+    @property
+    def reloader(self) -> Reloader:
+        return self.runner.app[RELOADER]
 
     @property
     def open_connections(self) -> int:

@@ -13,12 +13,13 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from router.accounting.record import RequestRecord
 from router.app import create_app
 from router.config import RouteTable, parse_table
 from router.errors import AllCandidatesFailed, InvalidRequest, UpstreamClientError
-from router.gateway import GATEWAY, REQUEST_ID
+from router.keys import GATEWAY, REQUEST_ID
 from router.operations import Operation
 from router.outcome import AttemptKind, HealthEffect
 from router.pipeline import Exchange
@@ -44,20 +45,21 @@ def table(targets: list[dict[str, Any]], providers: dict[str, Any]) -> RouteTabl
 
 @pytest.fixture
 async def gateway_for() -> AsyncIterator[Any]:
-    started: list[Any] = []
+    started: list[web.AppRunner] = []
 
     async def make(t: RouteTable) -> tuple[Any, list[RequestRecord]]:
         app = create_app(t)
         gateway = app[GATEWAY]
-        await gateway.start()
-        started.append(gateway)
+        runner = web.AppRunner(app)  # opens every resource (cleanup_ctx) without listening on a socket
+        await runner.setup()
+        started.append(runner)
         records: list[RequestRecord] = []
         gateway.record_listeners.append(records.append)
         return app, records
 
     yield make
-    for gateway in started:
-        await gateway.stop()
+    for runner in started:
+        await runner.cleanup()
 
 
 def chat(**extra: Any) -> dict[str, Any]:

@@ -107,12 +107,8 @@ def test_other_lines_are_scrubbed_of_known_keys(formatter: logging.Formatter):
 
 def test_request_lines_are_not_built_when_the_level_is_off(caplog):
     from router.logs import RequestLog
-    from tests.conftest import table_from
 
-    gateway_like = type(
-        "G", (), {"table": table_from({"providers": {"m": {"kind": "mock"}}, "models": {"c": {"targets": [{"provider": "m", "model": "x"}]}}})}
-    )()
-    listener = RequestLog(gateway_like)  # type: ignore[arg-type]
+    listener = RequestLog()
     record = RequestRecord(request_id="quiet", operation="chat", stream=False, requested_models=["c"])
     record.finish(200)
     with caplog.at_level(logging.WARNING, logger=ACCESS_LOGGER):

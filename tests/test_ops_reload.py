@@ -103,7 +103,7 @@ async def test_admin_reload_swaps_or_refuses(make_upstream, start_gateway, tmp_p
             assert r.status == 422
             assert body["error"]["code"] == "invalid_config"
             assert "models.chat.targets[0].provider" in body["error"]["message"]
-        assert gw.gateway.reloader.failures == 1 and gw.gateway.reloader.reloads == 1
+        assert gw.reloader.failures == 1 and gw.reloader.reloads == 1
         assert (await chat(session, gw.url))[1]["x-router-model"] == "new-model"
 
 
@@ -118,7 +118,7 @@ async def test_reload_keeps_the_state_key_of_targets_that_stay(make_upstream, tm
     config = routes(upstream, "kept")
     config["models"]["chat"]["targets"].append({"provider": "up", "model": "added"})
     write_config(path, config)
-    assert (await gw.gateway.reloader.reload("test")).ok
+    assert (await gw.reloader.reload("test")).ok
     assert [t.key for t in gw.gateway.table.aliases["chat"].targets] == [before, "up/added"]
 
 

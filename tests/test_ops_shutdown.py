@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
+from aiohttp import web
 
-from router.gateway import Gateway
+from router.app import create_app
+from router.keys import GATEWAY
 from tests.conftest import _ready, table_from, wait_for
 from tests.fakes.upstream import Behaviour
 from tests.ops_support import JSON_LOGS, chat, events, routes
@@ -76,22 +80,25 @@ async def test_a_stream_that_outlives_the_grace_is_cut_and_the_process_still_exi
     assert [line["request_id"] for line in events(gp, "request")] == ["stuck"]
 
 
-async def test_shutdown_hooks_run_in_reverse_order_before_the_upstream_session_closes():
-    # Reverse of registration, like a stack: what started last stops first.
-    gateway = Gateway(table_from({"providers": {"m": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}}))
+async def test_each_resource_closes_in_its_own_context_after_those_that_need_it_even_past_a_failing_one():
+    # aiohttp closes cleanup contexts in reverse: what opened last closes first.
+    app = create_app(table_from({"providers": {"m": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}}))
+    gateway = app[GATEWAY]
     seen: list[str] = []
 
-    async def flush() -> None:
+    async def needs_the_session(app: web.Application) -> AsyncIterator[None]:
+        yield
         seen.append(f"flush, session open: {gateway.transport.is_open}")
 
-    async def failing() -> None:
-        raise RuntimeError("a broken hook")
+    async def failing(app: web.Application) -> AsyncIterator[None]:
+        yield
+        raise RuntimeError("a broken context")
 
-    async def last() -> None:
-        seen.append("last")
-
-    gateway.shutdown_hooks.extend([last, failing, flush])
-    await gateway.start()
-    await gateway.stop()
-    assert seen == ["flush, session open: True", "last"]
-    assert not gateway.transport.is_open
+    app.cleanup_ctx.extend([needs_the_session, failing])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    assert gateway.ready and gateway.transport.is_open
+    with pytest.raises(Exception, match="broken context"):
+        await runner.cleanup()
+    assert seen == ["flush, session open: True"]
+    assert not gateway.transport.is_open and not gateway.ready  # the others still closed

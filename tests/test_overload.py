@@ -16,7 +16,9 @@ async def test_requests_beyond_max_in_flight_get_503_overloaded_at_once_and_heal
     up = await make_upstream("openai")
     gate = asyncio.Event()
     up.default = Behaviour(gate=gate)
-    gw = await start_gateway({"server": {"max_in_flight": 2}, "providers": {"up": provider_entry(up)}, "models": {"chat": {"targets": [{"provider": "up", "model": "m"}]}}})
+    gw = await start_gateway(
+        {"server": {"max_in_flight": 2}, "providers": {"up": provider_entry(up)}, "models": {"chat": {"targets": [{"provider": "up", "model": "m"}]}}}
+    )
     async with aiohttp.ClientSession() as s:
 
         async def chat() -> tuple[int, str | None, dict]:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from router.config import HealthPolicy, StateSettings
 from router.outcome import HealthEffect
-from router.state import open_redis
+from router.state.connect import open_redis
 from router.state.limiter import Reserve, ScopeLimit
 from router.state.memory import MemoryStore
 from router.state.redis_store import RedisStore

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.accounting.ledger import Ledger
 from router.accounting.sinks import SinkUnavailable
 from router.accounting.usage import SUM_FIELDS, BadQuery, check_group_by, format_usd
 from router.errors import InvalidRequest, LedgerNotConfigured, LedgerUnavailable
@@ -77,10 +78,8 @@ def to_csv(rows: list[dict[str, Any]], group_by: list[str]) -> str:
     return out.getvalue()
 
 
-async def usage_endpoint(request: web.Request) -> web.Response:
-    from router.gateway import GATEWAY
-
-    ledger = request.app[GATEWAY].ledger
+async def usage_response(ledger: Ledger | None, request: web.Request) -> web.Response:
+    """GET /v1/usage: spend grouped as asked, as JSON or CSV (the admin token is checked by auth_middleware)."""
     sink = ledger.query_sink() if ledger is not None else None
     if sink is None:
         raise LedgerNotConfigured("this gateway keeps no queryable ledger; add a sqlite or redis sink under 'ledger:' in routes.yaml")

@@ -30,7 +30,8 @@ from router.auth.keys import Principal, Team, VirtualKey, generate_key, hash_key
 from router.auth.settings import KEY_FIELDS, TEAM_FIELDS, check_name, names_alias, parse_key_fields, parse_team
 from router.config import _Reader
 from router.errors import Conflict, InvalidRequest, NotFound
-from router.gateway import GATEWAY, Gateway
+from router.gateway import Gateway
+from router.keys import GATEWAY
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -21,15 +21,12 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from router.auth.keys import Principal, presented_key
+from router.auth.keys import presented_key
 from router.errors import AuthenticationFailed, PermissionDenied
-from router.gateway import GATEWAY, REQUEST_ID
+from router.keys import GATEWAY, PRINCIPAL, RATELIMIT_HEADERS, REQUEST_ID
 
 log = logging.getLogger("router.auth")
 
-PRINCIPAL = web.RequestKey("principal", Principal)
-# Set by admission once the limiter has counted the request; sent on whatever response follows.
-RATELIMIT_HEADERS = web.RequestKey("ratelimit_headers", dict[str, str])
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 UNAUTHENTICATED = "invalid or missing API key: send 'Authorization: Bearer <key>' with a key issued by this gateway"

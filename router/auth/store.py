@@ -29,6 +29,7 @@ import time
 from typing import Any, Protocol
 
 import orjson
+from redis.exceptions import RedisError
 
 from router.auth.keys import Principal, Team, VirtualKey, hash_key
 from router.auth.settings import AuthSettings
@@ -99,8 +100,6 @@ class RedisKeyStore:
         self._lookup = redis.register_script(_LOOKUP)
 
     async def _call(self, what: str, coro: Any) -> Any:
-        from redis.exceptions import RedisError
-
         try:
             return await coro
         except (RedisError, OSError, TimeoutError) as exc:

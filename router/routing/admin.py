@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from router.config import Target
-from router.gateway import GATEWAY
+from router.keys import GATEWAY
 from router.routing.engine import target_limits
 from router.state.store import TargetState
 

@@ -21,6 +21,8 @@ import time
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from router.accounting.sinks import SinkUnavailable
 from router.accounting.usage import SUM_FIELDS, UsageRow, aggregate, check_group_by
@@ -56,15 +58,11 @@ class RedisSink:
         self._script: Any = None
 
     async def open(self) -> None:
-        import redis.asyncio as aioredis
-
         s = self.settings
         self._client = aioredis.from_url(s.url, socket_timeout=s.timeout, socket_connect_timeout=s.timeout)
         self._script = self._client.register_script(_RECORD_ONCE)
 
     async def write(self, rows: list[UsageRow]) -> int:
-        from redis.exceptions import RedisError
-
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 results = await self._queue_rows(pipe, rows)
@@ -92,8 +90,6 @@ class RedisSink:
         return list(await pipe.execute())
 
     async def rows(self, start: float, end: float) -> list[UsageRow]:
-        from redis.exceptions import RedisError
-
         out: list[UsageRow] = []
         # A row is appended after its request started, so its ID is never below start.
         cursor = str(int(start * 1000))
