@@ -15,6 +15,7 @@ from providers import ADAPTERS
 from providers.base import MAX_TOKENS, BadAnswer, ResponseContext, usage_from_openai
 from router.operations import Operation
 from router.sse import chunks_from_response
+from tests.fakes.upstream import Behaviour
 
 CTX = ResponseContext(provider="p", model="up-model", request_id="rid", created=1700000000, include_usage=False)
 CHAT = {"model": "alias", "models": ["b"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stream": True, "metadata": {"team": "a"}}
@@ -300,3 +301,26 @@ async def test_the_fakes_default_answers_pass_validation(kind, make_upstream):
             for event in events:
                 translator.translate(event)
             assert translator.usage is not None
+
+
+async def test_the_fakes_misbehave_on_purpose_and_the_adapters_notice(make_upstream):
+    up = await make_upstream("openai")
+    good = b'{"id":"1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}'
+    up.then(Behaviour(raw=b'{"choices": "nope"}'), Behaviour(events=[good, b"<html>oops</html>"]))
+    adapter = ADAPTERS["openai"]
+    headers = {"Authorization": f"Bearer {up.api_key}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        call = adapter.build_call(Operation.CHAT, CHAT, "m", stream=False)
+        async with s.post(up.base_url + call.path, data=call.body) as r:
+            assert r.status == 200
+            payload = orjson.loads(await r.read())
+        with pytest.raises(BadAnswer, match="choices"):
+            adapter.translate_response(Operation.CHAT, payload, fresh_ctx())
+        call = adapter.build_call(Operation.CHAT, CHAT, "m", stream=True)
+        async with s.post(up.base_url + call.path, data=call.body) as r:
+            events = [line[6:] for line in (await r.read()).split(b"\n") if line.startswith(b"data: ")]
+    assert events == [good, b"<html>oops</html>", b"[DONE]"]
+    translator = adapter.stream_translator(Operation.CHAT, fresh_ctx())
+    assert translator.translate(events[0]) == good
+    with pytest.raises(BadAnswer, match="not JSON"):
+        translator.translate(events[1])
