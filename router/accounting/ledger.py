@@ -9,12 +9,14 @@
                          replay task of its own: the writer keeps journaling
     shutdown         ->  ``close()`` drains the buffer (to the sink or its journal)
 
-The SIGKILL bound: a record is in a sink or on disk within ``flush_interval``
-of being answered while its sinks answer or are known to be down, and within
-2 x ``flush_interval`` for the one batch in flight when a sink stops
-answering.  Before the replay ran as its own task, every retry of a sink that
-hung (a frozen Redis) held the writer for the sink's whole timeout, and a
-SIGKILL lost records answered a second before it.
+The SIGKILL bound: a record is in a sink or on disk at most flush_interval
+after it was answered while its sinks answer or are known to be down, and at
+most 2 x ``flush_interval`` when a sink stops answering (flush_interval in the
+buffer, flush_interval for the sink before the journal takes a copy; the sink
+then counts as down until that write answers).  Before the replay ran as its
+own task, every retry of a sink that hung (a frozen Redis) held the writer
+for the sink's whole timeout, and a SIGKILL lost records answered a second
+before it.
 
 Sinks are idempotent by request id, so a replay that repeats rows (the
 process died between a write and the journal's truncation) never counts
