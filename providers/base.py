@@ -5,10 +5,18 @@ body, and the upstream's answer (whole or one SSE event at a time) back into
 the OpenAI shape plus a normalised ``Usage``.  It does no I/O: the transport
 (``router/transport.py``) sends what it builds, so adapters are tested with
 JSON in, JSON out.  Prices are applied centrally, never here.
+
+Upstream answers are not trusted.  A 200 whose body is not a chat or text
+completion, and a stream event that is not a JSON object, raise
+``BadAnswer`` (the gateway treats it as an upstream protocol error).  Token
+counts must be non-negative integers no larger than ``MAX_TOKENS``; any
+other value rejects the whole usage: the reader returns ``None`` and sets
+``ResponseContext.usage_rejected``, and the gateway charges its estimate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +27,21 @@ from providers.operations import Operation
 # Request fields the gateway itself consumes; never forwarded, never a reason
 # to skip a target.
 GATEWAY_FIELDS = frozenset({"model", "models", "stream", "stream_options", "max_price", "route"})
+
+# No single call uses a billion tokens; a count above it is an upstream bug
+# (1e308 once priced as a 500 with six tracebacks).
+MAX_TOKENS = 10**9
+
+
+class BadAnswer(ValueError):
+    """An upstream's 200 (or stream event) is not in the shape its operation promises.
+
+    The message says what is wrong in a few words; it never quotes the body.
+    """
+
+
+class BadUsage(ValueError):
+    """A token count that is not a non-negative integer within ``MAX_TOKENS``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,35 +96,64 @@ class Usage:
         return out
 
 
-def _int(value: Any) -> int:
-    # Interactive's schema types token counts as doubles.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def token_count(value: Any) -> int:
+    """One reported token count; ``None`` (the field left out) is 0.  Raise ``BadUsage`` for anything else odd."""
+    if value is None:
         return 0
-    return int(value)
+    # bool is an int subclass: ``true`` tokens is nonsense, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadUsage(f"a token count is a {type(value).__name__}")
+    if isinstance(value, float):
+        # Interactive's schema types token counts as doubles: 12.0 is fine, 12.5, inf and NaN are not.
+        if not value.is_integer():
+            raise BadUsage("a token count is not an integer")
+        value = int(value)
+    if not 0 <= value <= MAX_TOKENS:
+        raise BadUsage(f"a token count is out of range 0..{MAX_TOKENS}")
+    return value
 
 
-def usage_from_openai(raw: Any) -> Usage | None:
-    """Normalise an OpenAI-style usage object, including the cache fields some hosts add."""
+def checked_usage(read: Callable[[dict[str, Any]], Usage], raw: Any, ctx: ResponseContext | None) -> Usage | None:
+    """``read(raw)`` for a usage object; ``None`` when there is none, or when a count is nonsense (flagged on ``ctx``)."""
     if not isinstance(raw, dict):
         return None
-    prompt = _int(raw.get("prompt_tokens"))
-    completion = _int(raw.get("completion_tokens"))
+    try:
+        return read(raw)
+    except BadUsage:
+        if ctx is not None:
+            ctx.usage_rejected = True
+        return None
+
+
+def _read_openai_usage(raw: dict[str, Any]) -> Usage:
+    prompt = token_count(raw.get("prompt_tokens"))
+    completion = token_count(raw.get("completion_tokens"))
     prompt_details = raw.get("prompt_tokens_details")
     completion_details = raw.get("completion_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    cached = cached or _int(raw.get("cache_read_input_tokens"))
-    cache_write = _int(raw.get("cache_creation_input_tokens"))
+    cached = token_count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    cached = cached or token_count(raw.get("cache_read_input_tokens"))
+    cache_write = token_count(raw.get("cache_creation_input_tokens"))
     if not cache_write and isinstance(prompt_details, dict):
-        cache_write = _int(prompt_details.get("cache_write_tokens"))
-    reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+        cache_write = token_count(prompt_details.get("cache_write_tokens"))
+    reasoning = token_count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=_int(raw.get("total_tokens")) or prompt + completion,
+        total_tokens=token_count(raw.get("total_tokens")) or prompt + completion,
         cached_tokens=cached,
         cache_write_tokens=cache_write,
         reasoning_tokens=reasoning,
     )
+
+
+def usage_from_openai(raw: Any, ctx: ResponseContext | None = None) -> Usage | None:
+    """Normalise an OpenAI-style usage object, including the cache fields some hosts add.
+
+    ``None`` when there is no usage object, or when any count in it is
+    nonsense; then ``ctx.usage_rejected`` is set, so the gateway charges its
+    estimate and says so.
+    """
+    return checked_usage(_read_openai_usage, raw, ctx)
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
@@ -118,15 +170,20 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, chars // 4)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseContext:
-    """What the gateway knows about an attempt that an adapter needs to label its output."""
+    """What the gateway knows about an attempt that an adapter needs to label its output.
+
+    ``usage_rejected`` is the one thing an adapter writes back: the upstream
+    reported usage and it was nonsense (see ``token_count``).
+    """
 
     provider: str
     model: str
     request_id: str
     created: int
     include_usage: bool = False
+    usage_rejected: bool = False
 
 
 @dataclass(slots=True)
@@ -158,6 +215,68 @@ class StreamTranslator:
     def finish(self) -> list[bytes]:
         """Chunks to send after the upstream's last event (before ``[DONE]``)."""
         return []
+
+
+def event_object(data: bytes) -> dict[str, Any]:
+    """One stream event's JSON object; ``BadAnswer`` when it is not JSON or not an object."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadAnswer("a stream event is not JSON") from None
+    if not isinstance(event, dict):
+        raise BadAnswer(f"a stream event is a JSON {_kind(event)}, not an object")
+    return event
+
+
+def check_completion(op: Operation, payload: Any) -> None:
+    """Raise ``BadAnswer`` unless ``payload`` is a chat completion (or a text completion for COMPLETION).
+
+    As strict as OpenAI-compatible APIs allow: ``choices`` is a non-empty list
+    of objects; a chat choice has a ``message`` object whose ``content`` is a
+    string, or is null (or absent) only beside ``tool_calls``, ``function_call``
+    or ``refusal``; a text choice has a string ``text``.
+    """
+    if not isinstance(payload, dict):
+        raise BadAnswer(f"the answer is a JSON {_kind(payload)}, not an object")
+    choices = payload.get("choices")
+    if not isinstance(choices, list):
+        raise BadAnswer("the answer has no choices list" if choices is None else f"choices is a {_kind(choices)}, not a list")
+    if not choices:
+        raise BadAnswer("choices is empty")
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise BadAnswer(f"choices[{i}] is a {_kind(choice)}, not an object")
+        if op is Operation.CHAT:
+            _check_message(choice.get("message"), i)
+        elif not isinstance(choice.get("text"), str):
+            raise BadAnswer(f"choices[{i}].text is a {_kind(choice.get('text'))}, not a string")
+
+
+def _check_message(message: Any, i: int) -> None:
+    if not isinstance(message, dict):
+        raise BadAnswer(f"choices[{i}].message is a {_kind(message)}, not an object")
+    content = message.get("content")
+    if isinstance(content, str):
+        return
+    if content is not None:
+        raise BadAnswer(f"choices[{i}].message.content is a {_kind(content)}, not a string")
+    if not any(message.get(name) for name in ("tool_calls", "function_call", "refusal")):
+        raise BadAnswer(f"choices[{i}].message has no content, tool_calls, function_call or refusal")
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's type in JSON's words, for messages that must not quote the value itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
 
 
 class Adapter:

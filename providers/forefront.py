@@ -13,21 +13,30 @@ from typing import Any
 
 import orjson
 
-from providers.base import Adapter, Capabilities, ResponseContext, UpstreamCall, Usage
+from providers.base import Adapter, BadAnswer, Capabilities, ResponseContext, UpstreamCall, Usage, checked_usage, token_count
 from providers.operations import Operation
 
 _FORWARDED = ("max_tokens", "temperature", "stop")
 
 
-def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    prompt = int(raw.get("input_tokens") or raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("output_tokens") or raw.get("completion_tokens") or 0)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=int(raw.get("total_tokens") or prompt + completion))
+def _read_usage(raw: dict[str, Any]) -> Usage:
+    prompt = token_count(_first_present(raw, "input_tokens", "prompt_tokens"))
+    completion = token_count(_first_present(raw, "output_tokens", "completion_tokens"))
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=token_count(raw.get("total_tokens")) or prompt + completion)
+
+
+def _first_present(raw: dict[str, Any], *names: str) -> Any:
+    # Every present value is checked: a nonsense ``input_tokens`` must not hide behind a good ``prompt_tokens``.
+    present = [raw[name] for name in names if raw.get(name) is not None]
+    for value in present:
+        token_count(value)
+    return next((value for value in present if value), None)
 
 
 def _text(payload: dict[str, Any]) -> tuple[str, str | None]:
+    """The answer's text and finish reason, from any of the shapes Forefront's docs show; ``BadAnswer`` if none."""
+    if not isinstance(payload, dict):
+        raise BadAnswer("the answer is not a JSON object")
     choices = payload.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         first = choices[0]
@@ -39,7 +48,14 @@ def _text(payload: dict[str, Any]) -> tuple[str, str | None]:
     message = payload.get("message")
     if isinstance(message, dict) and isinstance(message.get("content"), str):
         return message["content"], None
-    return "", None
+    if choices is None and message is None:
+        raise BadAnswer("the answer has neither choices nor a message")
+    raise BadAnswer("the answer has no choices[0].message.content, choices[0].text or message.content string")
+
+
+def _id(payload: dict[str, Any]) -> str | None:
+    ident = payload.get("id")
+    return ident if isinstance(ident, str) else None
 
 
 class ForefrontAdapter(Adapter):
@@ -69,12 +85,12 @@ class ForefrontAdapter(Adapter):
 
     def translate_response(self, op: Operation, payload: dict[str, Any], ctx: ResponseContext) -> tuple[dict[str, Any], Usage | None]:
         text, finish = _text(payload)
-        usage = _usage(payload.get("usage"))
-        finish = finish or "stop"
+        usage = checked_usage(_read_usage, payload.get("usage"), ctx)
+        finish = finish if isinstance(finish, str) and finish else "stop"
         out: dict[str, Any]
         if op is Operation.CHAT:
             out = {
-                "id": payload.get("id") or f"chatcmpl-{ctx.request_id}",
+                "id": _id(payload) or f"chatcmpl-{ctx.request_id}",
                 "object": "chat.completion",
                 "created": ctx.created,
                 "model": ctx.model,
@@ -82,7 +98,7 @@ class ForefrontAdapter(Adapter):
             }
         else:
             out = {
-                "id": payload.get("id") or f"cmpl-{ctx.request_id}",
+                "id": _id(payload) or f"cmpl-{ctx.request_id}",
                 "object": "text_completion",
                 "created": ctx.created,
                 "model": ctx.model,

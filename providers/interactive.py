@@ -55,7 +55,7 @@ class InteractiveAdapter(Adapter):
         # keep it where a client can still see it, and label ours.
         if "provider" in payload and "upstream_provider" not in payload:
             payload["upstream_provider"] = payload["provider"]
-        return payload, label_response(payload, ctx)
+        return payload, label_response(op, payload, ctx)
 
     def stream_translator(self, op: Operation, ctx: ResponseContext) -> StreamTranslator:
         return OpenAIStream(ctx)

@@ -4,7 +4,8 @@ Everything the client sent passes through, extension parameters included
 (Forii's ``reasoning_effort``, ``top_k``, ``metadata`` ...); only ``model`` is
 replaced by the target's upstream model, and a streamed call always asks for
 usage in its final chunk so that streamed requests are priced from real
-numbers.  Chunks without usage are relayed byte for byte.
+numbers.  Chunks without usage are relayed byte for byte, once they parse
+as a JSON object (about 1.5 µs a chunk with orjson).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from providers.base import (
     StreamTranslator,
     UpstreamCall,
     Usage,
+    check_completion,
+    event_object,
     usage_from_openai,
 )
 from providers.operations import Operation
@@ -40,11 +43,18 @@ def openai_payload(body: dict[str, Any], model: str, stream: bool) -> dict[str, 
     return payload
 
 
-def label_response(payload: dict[str, Any], ctx: ResponseContext) -> Usage | None:
-    """Add the gateway's labels to an OpenAI-shaped answer in place; return its usage."""
-    usage = usage_from_openai(payload.get("usage"))
+def label_response(op: Operation, payload: dict[str, Any], ctx: ResponseContext) -> Usage | None:
+    """Check an OpenAI-shaped answer, add the gateway's labels in place; return its usage.
+
+    Raises ``BadAnswer`` when it is not a completion of ``op``'s shape.  A
+    rejected usage is removed rather than shown to the client.
+    """
+    check_completion(op, payload)
+    usage = usage_from_openai(payload.get("usage"), ctx)
     if usage is not None:
         payload["usage"] = usage.to_openai()
+    elif ctx.usage_rejected:
+        del payload["usage"]
     payload.setdefault("model", ctx.model)
     payload["provider"] = ctx.provider
     return usage
@@ -52,12 +62,15 @@ def label_response(payload: dict[str, Any], ctx: ResponseContext) -> Usage | Non
 
 class OpenAIStream(StreamTranslator):
     def translate(self, data: bytes) -> bytes | None:
+        chunk = event_object(data)
         if b'"usage"' not in data:
             return data
-        chunk = orjson.loads(data)
-        usage = usage_from_openai(chunk.get("usage"))
+        if self.ctx.usage_rejected:
+            # One nonsense count rejects the stream's usage: a later report is not trusted either.
+            return self._without_usage(chunk)
+        usage = usage_from_openai(chunk.get("usage"), self.ctx)
         if usage is None:
-            return data
+            return self._without_usage(chunk) if self.ctx.usage_rejected else data
         self.usage = usage
         if self.ctx.include_usage:
             chunk["usage"] = usage.to_openai()
@@ -66,6 +79,10 @@ class OpenAIStream(StreamTranslator):
             return None
         del chunk["usage"]
         return orjson.dumps(chunk)
+
+    def _without_usage(self, chunk: dict[str, Any]) -> bytes | None:
+        chunk.pop("usage", None)
+        return orjson.dumps(chunk) if chunk.get("choices") else None
 
 
 class OpenAIAdapter(Adapter):
@@ -80,7 +97,7 @@ class OpenAIAdapter(Adapter):
         return UpstreamCall(_PATHS[op], orjson.dumps(openai_payload(body, model, stream)), stream)
 
     def translate_response(self, op: Operation, payload: dict[str, Any], ctx: ResponseContext) -> tuple[dict[str, Any], Usage | None]:
-        return payload, label_response(payload, ctx)
+        return payload, label_response(op, payload, ctx)
 
     def stream_translator(self, op: Operation, ctx: ResponseContext) -> StreamTranslator:
         return OpenAIStream(ctx)

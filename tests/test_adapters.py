@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
 from providers import ADAPTERS
-from providers.base import ResponseContext, usage_from_openai
+from providers.base import MAX_TOKENS, BadAnswer, ResponseContext, usage_from_openai
 from router.operations import Operation
 from router.sse import chunks_from_response
+from tests.fakes.upstream import Behaviour
 
 CTX = ResponseContext(provider="p", model="up-model", request_id="rid", created=1700000000, include_usage=False)
 CHAT = {"model": "alias", "models": ["b"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stream": True, "metadata": {"team": "a"}}
@@ -128,3 +133,194 @@ def test_synthesised_stream_from_a_whole_answer():
     assert chunks[2]["usage"]["total_tokens"] == 2 and chunks[2]["choices"] == []
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len(chunks_from_response(whole, include_usage=False)) == 2
+
+
+# -- distrust: answers and usage that are not what the operation promises --------
+
+OPS_OF = {"openai": (Operation.CHAT, Operation.COMPLETION), "interactive": (Operation.COMPLETION,), "forefront": (Operation.CHAT, Operation.COMPLETION)}
+WRONG_SHAPES = {
+    "choices is a string": {"choices": "nope"},
+    "message is null": {"choices": [{"index": 0, "message": None, "text": None}]},
+    "missing choices": {"id": "x", "object": "chat.completion"},
+    "a choice is not an object": {"choices": ["hello"]},
+}
+
+
+def fresh_ctx(include_usage: bool = False) -> ResponseContext:
+    return ResponseContext(provider="p", model="up-model", request_id="rid", created=1700000000, include_usage=include_usage)
+
+
+def good_answer(kind: str, op: Operation, usage: Any = None) -> dict[str, Any]:
+    if kind == "forefront":
+        answer: dict[str, Any] = {"choices": [{"message": {"role": "assistant", "content": "hey"}}], "message": {"content": "hey"}}
+    elif op is Operation.CHAT:
+        answer = {
+            "id": "c",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hey"}, "finish_reason": "stop"}],
+        }
+    else:
+        answer = {"id": "t", "object": "text_completion", "choices": [{"index": 0, "text": "hey", "finish_reason": "stop"}]}
+    if usage is not None:
+        answer["usage"] = usage
+    return answer
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES, ids=list(WRONG_SHAPES))
+@pytest.mark.parametrize("kind", OPS_OF)
+def test_a_wrong_shape_200_is_a_bad_answer_for_every_adapter(kind, shape):
+    for op in OPS_OF[kind]:
+        with pytest.raises(BadAnswer) as caught:
+            ADAPTERS[kind].translate_response(op, copy.deepcopy(WRONG_SHAPES[shape]), fresh_ctx())
+        assert "nope" not in str(caught.value) and "hello" not in str(caught.value)  # says what is wrong, never quotes the body
+
+
+def test_chat_content_may_be_null_only_beside_tool_calls_function_call_or_refusal():
+    adapter = ADAPTERS["openai"]
+    tool = {"role": "assistant", "content": None, "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    refusal = {"role": "assistant", "content": None, "refusal": "no"}
+    for message in (tool, refusal, {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}):
+        out, _ = adapter.translate_response(Operation.CHAT, {"choices": [{"index": 0, "message": message}]}, fresh_ctx())
+        assert out["provider"] == "p"
+    for message in ({"role": "assistant", "content": None}, {"role": "assistant"}, {"role": "assistant", "content": 5}):
+        with pytest.raises(BadAnswer, match="content"):
+            adapter.translate_response(Operation.CHAT, {"choices": [{"index": 0, "message": message}]}, fresh_ctx())
+    with pytest.raises(BadAnswer, match="choices is empty"):
+        adapter.translate_response(Operation.CHAT, {"choices": []}, fresh_ctx())
+    with pytest.raises(BadAnswer, match="text"):
+        adapter.translate_response(Operation.COMPLETION, {"choices": [{"index": 0, "text": None}]}, fresh_ctx())
+    with pytest.raises(BadAnswer, match="text"):
+        adapter.translate_response(Operation.COMPLETION, good_answer("openai", Operation.CHAT), fresh_ctx())
+
+
+@pytest.mark.parametrize("event", [b"not json at all", b'{"choices": [', b'[{"choices": []}]', b'"a string"', b"42", b"null"])
+@pytest.mark.parametrize("kind", ["openai", "interactive"])
+def test_a_stream_event_that_is_not_a_json_object_is_a_bad_answer(kind, event):
+    adapter = ADAPTERS[kind]
+    for op in adapter.capabilities.streams:
+        translator = adapter.stream_translator(op, fresh_ctx(include_usage=True))
+        with pytest.raises(BadAnswer, match="stream event"):
+            translator.translate(event)
+        with pytest.raises(BadAnswer):
+            translator.translate(event.replace(b"choices", b"usage"))
+
+
+BAD_COUNTS = [1e308, 10**20, -5, "12", True, math.nan, math.inf, 12.5, [12], {"n": 1}]
+
+
+def _bad_usage(value: Any, kind: str) -> dict[str, Any]:
+    name = "input_tokens" if kind == "forefront" else "prompt_tokens"
+    return {name: value, "completion_tokens": 5, "total_tokens": 17}
+
+
+@pytest.mark.parametrize("value", BAD_COUNTS, ids=repr)
+@pytest.mark.parametrize("kind", OPS_OF)
+def test_a_nonsense_token_count_rejects_the_whole_usage_and_flags_the_context(kind, value):
+    for op in OPS_OF[kind]:
+        ctx = fresh_ctx()
+        out, usage = ADAPTERS[kind].translate_response(op, good_answer(kind, op, _bad_usage(value, kind)), ctx)
+        assert usage is None and ctx.usage_rejected
+        assert "usage" not in out  # the client is not shown the nonsense either
+
+
+@pytest.mark.parametrize("value", BAD_COUNTS, ids=repr)
+def test_nonsense_in_a_nested_count_rejects_the_usage_too(value):
+    for raw in (
+        {"prompt_tokens": 1, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": value}},
+        {"prompt_tokens": 1, "completion_tokens": 1, "completion_tokens_details": {"reasoning_tokens": value}},
+        {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": value},
+        {"prompt_tokens": 1, "completion_tokens": 1, "cache_creation_input_tokens": value},
+    ):
+        ctx = fresh_ctx()
+        assert usage_from_openai(raw, ctx) is None and ctx.usage_rejected, raw
+
+
+FINITE_BAD_COUNTS = [v for v in BAD_COUNTS if not (isinstance(v, float) and not math.isfinite(v))]
+
+
+@pytest.mark.parametrize("value", FINITE_BAD_COUNTS, ids=repr)
+@pytest.mark.parametrize("kind", ["openai", "interactive"])
+def test_a_nonsense_count_in_a_stream_rejects_its_usage(kind, value):
+    for include_usage in (True, False):
+        ctx = fresh_ctx(include_usage)
+        translator = ADAPTERS[kind].stream_translator(Operation.COMPLETION, ctx)
+        final = json.dumps({"id": "1", "choices": [], "usage": _bad_usage(value, kind)}).encode()  # orjson cannot write 10**20
+        assert translator.translate(final) is None  # a usage-only chunk with its usage removed is dropped
+        assert translator.usage is None and ctx.usage_rejected
+        good = orjson.dumps({"id": "1", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        translator.translate(good)
+        assert translator.usage is None, "a later report of the same stream is not trusted either"
+        with_text = json.dumps({"id": "1", "choices": [{"index": 0, "text": "x"}], "usage": _bad_usage(value, kind)}).encode()
+        assert orjson.loads(translator.translate(with_text) or b"{}") == {"id": "1", "choices": [{"index": 0, "text": "x"}]}
+
+
+def test_nan_and_infinity_in_a_stream_event_are_not_json():
+    translator = ADAPTERS["openai"].stream_translator(Operation.CHAT, fresh_ctx())
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):
+        with pytest.raises(BadAnswer, match="not JSON"):
+            translator.translate(b'{"choices":[],"usage":{"prompt_tokens":' + literal + b"}}")
+
+
+@pytest.mark.parametrize("kind", OPS_OF)
+def test_good_counts_are_kept_and_integral_floats_become_ints(kind):
+    raw = {"prompt_tokens": 12.0, "completion_tokens": 0, "total_tokens": 12, "prompt_tokens_details": {"cached_tokens": None}}
+    if kind == "forefront":
+        raw = {"input_tokens": 12.0, "output_tokens": 0, "total_tokens": 12}
+    for op in OPS_OF[kind]:
+        ctx = fresh_ctx()
+        out, usage = ADAPTERS[kind].translate_response(op, good_answer(kind, op, dict(raw)), ctx)
+        assert usage is not None and not ctx.usage_rejected
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.total) == (12, 0, 12) and isinstance(usage.prompt_tokens, int)
+        assert out["usage"]["prompt_tokens"] == 12
+    edge = fresh_ctx()
+    assert usage_from_openai({"prompt_tokens": MAX_TOKENS, "completion_tokens": 0}, edge) is not None and not edge.usage_rejected
+    assert usage_from_openai({"prompt_tokens": MAX_TOKENS + 1}, edge) is None and edge.usage_rejected
+
+
+@pytest.mark.parametrize("kind", ["openai", "forii", "forefront", "interactive"])
+async def test_the_fakes_default_answers_pass_validation(kind, make_upstream):
+    # The fakes answer in the shapes the provider docs show: validation must accept every one.
+    up = await make_upstream(kind)
+    adapter = ADAPTERS["openai" if kind == "forii" else kind]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {up.api_key}"}) as s:
+        served = {Operation.CHAT} if kind == "forii" else adapter.capabilities.operations  # Forii has no /completions
+        for op in served:
+            body = CHAT if op is Operation.CHAT else TEXT
+            call = adapter.build_call(op, body, "up-model", stream=False)
+            async with s.post(up.base_url + call.path, data=call.body, headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 200, await r.text()
+                payload = await r.json()
+            ctx = fresh_ctx()
+            _, usage = adapter.translate_response(op, payload, ctx)
+            assert usage is not None and not ctx.usage_rejected
+        for op in adapter.capabilities.streams & served:
+            translator = adapter.stream_translator(op, fresh_ctx(include_usage=True))
+            call = adapter.build_call(op, CHAT if op is Operation.CHAT else TEXT, "up-model", stream=True)
+            async with s.post(up.base_url + call.path, data=call.body, headers={"Content-Type": "application/json"}) as r:
+                events = [line[6:] for line in (await r.read()).split(b"\n") if line.startswith(b"data: ") and line != b"data: [DONE]"]
+            for event in events:
+                translator.translate(event)
+            assert translator.usage is not None
+
+
+async def test_the_fakes_misbehave_on_purpose_and_the_adapters_notice(make_upstream):
+    up = await make_upstream("openai")
+    good = b'{"id":"1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}'
+    up.then(Behaviour(raw=b'{"choices": "nope"}'), Behaviour(events=[good, b"<html>oops</html>"]))
+    adapter = ADAPTERS["openai"]
+    headers = {"Authorization": f"Bearer {up.api_key}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        call = adapter.build_call(Operation.CHAT, CHAT, "m", stream=False)
+        async with s.post(up.base_url + call.path, data=call.body) as r:
+            assert r.status == 200
+            payload = orjson.loads(await r.read())
+        with pytest.raises(BadAnswer, match="choices"):
+            adapter.translate_response(Operation.CHAT, payload, fresh_ctx())
+        call = adapter.build_call(Operation.CHAT, CHAT, "m", stream=True)
+        async with s.post(up.base_url + call.path, data=call.body) as r:
+            events = [line[6:] for line in (await r.read()).split(b"\n") if line.startswith(b"data: ")]
+    assert events == [good, b"<html>oops</html>", b"[DONE]"]
+    translator = adapter.stream_translator(Operation.CHAT, fresh_ctx())
+    assert translator.translate(events[0]) == good
+    with pytest.raises(BadAnswer, match="not JSON"):
+        translator.translate(events[1])

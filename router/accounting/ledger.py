@@ -2,11 +2,21 @@
 
     record listener  ->  buffer (a deque; the only work on the hot path)
                      ->  writer task: every ``flush_interval`` or ``batch_size`` rows,
-                         one batch to each sink
+                         one batch to each sink, which gets ``flush_interval`` to take it
     sink down        ->  the batch goes to that sink's journal file
-                         (<journal_dir>/<sink>.jsonl) and is replayed, in batches,
-                         every ``retry_interval`` until the sink takes it
+    (or too slow)        (<journal_dir>/<sink>.jsonl) and is replayed, in batches,
+                         every ``retry_interval`` until the sink takes it, by a
+                         replay task of its own: the writer keeps journaling
     shutdown         ->  ``close()`` drains the buffer (to the sink or its journal)
+
+The SIGKILL bound: a record is in a sink or on disk at most flush_interval
+after it was answered while its sinks answer or are known to be down, and at
+most 2 x ``flush_interval`` when a sink stops answering (flush_interval in the
+buffer, flush_interval for the sink before the journal takes a copy; the sink
+then counts as down until that write answers).  Before the replay ran as its
+own task, every retry of a sink that hung (a frozen Redis) held the writer
+for the sink's whole timeout, and a SIGKILL lost records answered a second
+before it.
 
 Sinks are idempotent by request id, so a replay that repeats rows (the
 process died between a write and the journal's truncation) never counts
@@ -52,25 +62,36 @@ class Journal:
             os.fsync(f.fileno())  # the only copy of answered requests while the sink is down
         self.size += len(data)
 
-    def read(self) -> list[UsageRow]:
+    def read(self) -> tuple[list[UsageRow], int]:
+        """Every row, and the byte offset read up to (rows appended later start there)."""
         if not self.path.exists():
-            return []
+            return [], 0
+        data = self.path.read_bytes()
         rows = []
-        for line in self.path.read_bytes().splitlines():
+        for line in data.splitlines():
             try:
                 rows.append(UsageRow.from_dict(orjson.loads(line)))
             except (ValueError, TypeError):
                 log.error("journal %s: skipping a line that is not a usage row (a torn write?)", self.path)
-        return rows
+        return rows, len(data)
 
-    def replace(self, rows: list[UsageRow]) -> None:
-        """Keep only ``rows`` (the ones still not written); an empty list removes the file."""
-        if not rows:
+    def replace(self, rows: list[UsageRow], read_upto: int) -> None:
+        """Keep ``rows`` (those read and still not written) and every line appended after ``read_upto``.
+
+        Runs on the journal thread, like ``append``, so no append lands between
+        reading the tail and replacing the file.
+        """
+        tail = b""
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                f.seek(read_upto)
+                tail = f.read()
+        data = b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in rows) + tail
+        if not data:
             self.path.unlink(missing_ok=True)
             self.size = 0
             return
         tmp = self.path.with_suffix(".tmp")
-        data = b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in rows)
         tmp.write_bytes(data)
         os.replace(tmp, self.path)
         self.size = len(data)
@@ -84,10 +105,16 @@ class SinkState:
         self.written = 0  # rows newly stored by this process
         self.next_retry = 0.0
         self.held: list[UsageRow] = []  # rows neither the sink nor the journal would take
+        self.replay: asyncio.Task[None] | None = None  # the journal's replay, off the writer's path
+        self.late: set[asyncio.Future[int]] = set()  # writes that outlived flush_interval and still run
+
+    @property
+    def replaying(self) -> bool:
+        return self.replay is not None and not self.replay.done()
 
     @property
     def backlog(self) -> bool:
-        return bool(self.journal.size or self.held)
+        return bool(self.journal.size or self.held or self.replaying)
 
 
 class Ledger:
@@ -159,9 +186,22 @@ class Ledger:
                 log.error("ledger closed and journal %s unwritable (%s): record %s is lost", state.journal.path, exc, row.request_id)
 
     async def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every record accepted so far is in a sink or a journal."""
+        """Wait until every record accepted so far is in a sink or a journal, and slow writes have ended."""
         self._full.set()
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+            late = {write for state in self.sinks for write in state.late}
+            if late:
+                await asyncio.wait(late)
+            # A sink that was only slow is up again with rows in its journal: those are written now too.
+            while pending := [state for state in self.sinks if state.up and state.backlog]:
+                for state in pending:
+                    if not state.replaying:
+                        state.replay = asyncio.create_task(self._replay(state), name=f"ledger-replay-{state.sink.name}")
+                    assert state.replay is not None
+                    await state.replay
+                if all(not state.up for state in pending):
+                    break
 
     @property
     def journal_bytes(self) -> int:
@@ -212,12 +252,21 @@ class Ledger:
 
     async def _deliver(self, batch: list[UsageRow]) -> None:
         for state in self.sinks:
-            if state.backlog:
-                # While a sink has a backlog, new rows join it; the replay drains both, in order.
+            if not state.up or state.held:
+                # A sink known to be down gets no calls from the writer: new rows join its journal.
                 await self._journal(state, batch)
                 continue
+            write = asyncio.ensure_future(state.sink.write(batch))
             try:
-                state.written += await state.sink.write(batch)
+                # A sink that hangs (a frozen Redis) must not hold the batch in memory past the flush bound.
+                done, _ = await asyncio.wait({write}, timeout=self.settings.flush_interval)
+                if not done:
+                    # Slow or hanging: down until the write answers (it goes on); the journal takes a copy now.
+                    self._late_write(state, write)
+                    self._sink_down(state, SinkUnavailable(f"no answer within flush_interval ({self.settings.flush_interval} s)"))
+                    await self._journal(state, batch)
+                    continue
+                state.written += write.result()
                 state.up = True
             except SinkUnavailable as exc:
                 self._sink_down(state, exc)
@@ -226,6 +275,29 @@ class Ledger:
                 log.exception("ledger sink %s failed unexpectedly; journaling the batch", state.sink.name)
                 self._sink_down(state, exc)
                 await self._journal(state, batch)
+
+    def _late_write(self, state: SinkState, write: asyncio.Future[int]) -> None:
+        """A write past its time goes on; the batch is journaled too (sinks are idempotent by request id).
+
+        Not cancelled: a cancelled SQLite write still runs on its thread, and
+        the rows it stores must be counted once, here, not by the replay.
+        """
+
+        def count(done: asyncio.Future[int]) -> None:
+            if done.cancelled():
+                return
+            exc = done.exception()
+            if exc is None:
+                # It was only slow: up again, and its journal is replayed now rather than after retry_interval.
+                state.written += done.result()
+                state.up, state.next_retry = True, 0.0
+                self._wake.set()
+            elif isinstance(exc, Exception):
+                self._sink_down(state, exc)
+
+        state.late.add(write)
+        write.add_done_callback(count)
+        write.add_done_callback(state.late.discard)
 
     async def _journal(self, state: SinkState, rows: list[UsageRow]) -> None:
         try:
@@ -244,11 +316,23 @@ class Ledger:
     async def _retry_journals(self, final: bool = False) -> None:
         now = time.monotonic()
         for state in self.sinks:
-            if not state.backlog or (not final and now < state.next_retry):
-                continue
-            await self._replay(state)
-            if final and state.held:
-                log.error("ledger: %d records for sink %s could be neither written nor journaled and are lost", len(state.held), state.sink.name)
+            if final:
+                if state.late:
+                    await asyncio.wait(state.late)  # each ends by the sink's own timeout
+                if state.replay is not None:
+                    await state.replay
+                    state.replay = None
+                if state.backlog:
+                    await self._replay(state)
+                if state.held:
+                    log.error("ledger: %d records for sink %s could be neither written nor journaled and are lost", len(state.held), state.sink.name)
+            elif state.backlog and not state.replaying and now >= state.next_retry:
+                state.replay = asyncio.create_task(self._replay(state), name=f"ledger-replay-{state.sink.name}")
+                state.replay.add_done_callback(self._replayed)
+
+    def _replayed(self, task: asyncio.Task[None]) -> None:
+        # Rows journaled while the replay ran are still waiting: let the writer start the next one.
+        self._wake.set()
 
     async def _replay(self, state: SinkState) -> None:
         size = self.settings.batch_size
@@ -256,7 +340,8 @@ class Ledger:
             while state.held:
                 state.written += await state.sink.write(state.held[:size])
                 del state.held[:size]
-            rows: list[UsageRow] = await self._files_call(state.journal.read)
+            rows: list[UsageRow]
+            rows, read_upto = await self._files_call(state.journal.read)
         except SinkUnavailable as exc:
             self._sink_down(state, exc)
             return
@@ -277,9 +362,10 @@ class Ledger:
             if not state.up:
                 log.warning("ledger sink %s is back; replayed %d journaled records", state.sink.name, len(rows))
             state.up = True
+            state.next_retry = 0.0
         if done:
             try:
-                await self._files_call(state.journal.replace, rows[done:])
+                await self._files_call(state.journal.replace, rows[done:], read_upto)
             except OSError as exc:
                 # The rows stay in the journal and will be replayed again: harmless, writes are idempotent.
                 log.error("ledger journal %s cannot be rewritten: %s", state.journal.path, exc)

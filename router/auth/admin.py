@@ -102,6 +102,9 @@ async def create_key(request: web.Request) -> web.Response:
     )
     if key.team is not None and await _team(gateway, key.team) is None:
         reader.fail("team", f"unknown team {key.team!r}; create it first with POST /admin/teams")
+    if key.expired():
+        # A key that could only ever answer 403 is a mistake (a date in the wrong year, seconds for milliseconds).
+        reader.fail("expires_at", "is in the past; give a future time (unix seconds or ISO 8601), or leave it out for a key that never expires")
     _known_aliases(reader, gateway, key.aliases)
     _check(reader)
     await gateway.auth.store.save_key(key)

@@ -2,8 +2,8 @@
 
 Each checks what it receives (path, auth header, body fields the doc allows)
 and answers in the shape its doc shows.  A test scripts it per request with
-``Behaviour``s (a status, a delay, a gate to hold a stream), and reads back
-what arrived in ``received``.
+``Behaviour``s (a status, a delay, a gate to hold a stream, or a misbehaviour:
+a raw body, raw stream events), and reads back what arrived in ``received``.
 
     kind         path (under its base URL)           doc
     openai       /v1/chat/completions, /v1/completions   openai-compatible-chat.txt
@@ -61,6 +61,11 @@ class Behaviour:
     usage: dict[str, Any] | None = None  # override the usage the answer reports
     text: str | None = None
     drop_after_first: bool = False  # streams: cut the connection after the first chunk
+    # Misbehaviour, on purpose.  ``raw``: a whole 200 answer sent byte for byte (not JSON, say).
+    # ``events``: a stream's SSE data payloads sent instead of the usual chunks (a good chunk,
+    # then one that is not JSON, or an error object echoing the key), then ``[DONE]``.
+    raw: bytes | None = None
+    events: list[bytes] | None = None
 
 
 @dataclass
@@ -199,9 +204,13 @@ class FakeUpstream:
         text = behaviour.text or f"Hello from {self.kind}"
         ident = f"{self.kind}-{next(self._ids)}"
         if body.get("stream"):
+            if behaviour.events is not None:
+                return await self._raw_stream(request, behaviour)
             return await self._stream(request, body, behaviour, chat, text, ident)
         if behaviour.gate is not None:
             await behaviour.gate.wait()
+        if behaviour.raw is not None:
+            return web.Response(body=behaviour.raw, content_type="application/json", headers=behaviour.headers)
         if behaviour.body is not None:
             return web.json_response(behaviour.body, headers=behaviour.headers)
         usage = self._usage(behaviour)
@@ -272,6 +281,16 @@ class FakeUpstream:
         except (asyncio.CancelledError, ConnectionResetError):
             self.disconnected.set()
             raise
+        return response
+
+    async def _raw_stream(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **behaviour.headers})
+        await response.prepare(request)
+        assert behaviour.events is not None
+        for event in behaviour.events:
+            await response.write(b"data: " + event + b"\n\n")
+            self.stream_started.set()
+        await response.write(b"data: [DONE]\n\n")
         return response
 
 
