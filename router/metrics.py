@@ -90,6 +90,12 @@ class Metrics:
         self.estimated = Counter(
             f"{PREFIX}_usage_estimated", "Requests whose tokens were estimated (no usage reported, or a cut stream)", ["alias", "provider", "model"], registry=r
         )
+        self.usage_rejected = Counter(
+            f"{PREFIX}_upstream_usage_rejected",
+            "Answers whose reported usage was nonsense (negative, absurd, not a number): charged by estimate",
+            ["provider"],
+            registry=r,
+        )
         self.latency = Histogram(f"{PREFIX}_request_duration_seconds", "Whole request, as the client waited", ["alias"], buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_latency = Histogram(
             f"{PREFIX}_upstream_duration_seconds", "Time spent waiting on upstreams, all attempts", ["alias", "provider"], buckets=LATENCY_BUCKETS, registry=r
@@ -130,6 +136,8 @@ class Metrics:
             self.cost_micro[key] = self.cost_micro.get(key, 0) + row.cost_micro_usd
         if row.usage_estimated:
             self._child(self.estimated, alias, provider, model).inc()
+        if record.extra.get("usage_rejected"):
+            self._child(self.usage_rejected, provider).inc()
         if row.retries:
             self._child(self.retries, alias).inc(row.retries)
         if row.failovers:

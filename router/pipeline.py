@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 
 from providers import ADAPTERS
-from providers.base import ResponseContext, StreamTranslator
+from providers.base import BadAnswer, ResponseContext, StreamTranslator
 from router.accounting.estimate import answer_text, estimate_usage
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
 from router.auth.admission import Admission
@@ -60,7 +60,7 @@ from router.retry import call_with_retries, retry_after
 from router.routing.candidates import Candidate, resolve_candidates
 from router.routing.ceiling import apply_ceiling, ceiling_error
 from router.routing.engine import Ticket
-from router.secrets import scrub
+from router.secrets import scrub, scrub_value
 from router.sse import DONE, DONE_EVENT, chunks_from_response, encode
 from router.state.store import Admission as StoreAdmission
 from router.state.store import Entry, RedisUnavailable
@@ -307,8 +307,10 @@ class Attempt:
         except orjson.JSONDecodeError:
             payload = None
         text = self.adapter.error_message(upstream.status, payload) if payload is not None else raw[:200].decode("utf-8", "replace")
-        message = scrub(text or f"HTTP {upstream.status}", self.exchange.table.secrets())
-        body = payload if isinstance(payload, dict) else None
+        secrets = self.exchange.table.secrets()
+        message = scrub(text or f"HTTP {upstream.status}", secrets)
+        # Passed through to the client as is, so every string in it is scrubbed (param, nested fields, keys).
+        body = scrub_value(payload, secrets) if isinstance(payload, dict) else None
         if body is not None and isinstance(body.get("error"), dict):
             body = {"error": {**body["error"], "message": message}}
         return upstream_status_error(self.provider, upstream.status, message, retry_after=retry_after(upstream.headers), body=body)
@@ -321,9 +323,17 @@ class Attempt:
                 raise ValueError("not an object")
         except ValueError as exc:
             raise self.failed(UpstreamProtocolError(f"{self.provider}: answer is not a JSON object")) from exc
-        out, usage = self.adapter.translate_response(req.op, payload, self.context())
-        # The provider reported no usage: charge an estimate, marked as one.
-        self.succeed(usage or estimate_usage(req.body, completion_chars=len(answer_text(out))))
+        ctx = self.context()
+        try:
+            out, usage = self.adapter.translate_response(req.op, payload, ctx)
+        except BadAnswer as exc:  # a 200 that is no completion: the next candidate, never garbage to the client
+            raise self.failed(UpstreamProtocolError(f"{self.provider}: {exc}")) from None
+        if usage is None:  # none reported, or nonsense: charge an estimate, marked as one, and show it
+            usage = estimate_usage(req.body, completion_chars=len(answer_text(out)))
+            if ctx.usage_rejected:
+                exchange.record.extra["usage_rejected"] = True
+                out["usage"] = usage.to_openai()
+        self.succeed(usage)
         headers = exchange.router_headers(self.candidate)
         if not req.stream:
             exchange.record.first_token_mono = exchange.record.ended_mono or time.monotonic()
@@ -373,17 +383,23 @@ class StreamRelay:
     headers ride with the first write and the chunked-encoding end with the last.
     """
 
-    __slots__ = ("attempt", "first", "batches", "translator", "response", "relayed")
+    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets")
 
     def __init__(self, attempt: Attempt, first: list[bytes]) -> None:
-        attempt.succeed(None)  # before the headers: the trace says this target answered
-        self.attempt = attempt
-        self.first = first
         assert attempt.batches is not None
+        exchange = attempt.exchange
+        self.attempt = attempt
         self.batches = attempt.batches
-        self.translator: StreamTranslator = attempt.adapter.stream_translator(attempt.exchange.req.op, attempt.context())
-        self.response = RelayResponse(headers={**attempt.exchange.router_headers(attempt.candidate), **SSE_HEADERS})
+        self.translator: StreamTranslator = attempt.adapter.stream_translator(exchange.req.op, attempt.context())
         self.relayed = 0  # chunks the client was sent: the estimate when the stream ends without usage
+        self.done = False  # the upstream's [DONE] arrived
+        self.secrets = exchange.table.secrets()
+        try:
+            self.pending = self.translate(first)  # nothing reached the client yet: a bad first event fails over
+        except BadAnswer as exc:
+            raise attempt.failed(UpstreamProtocolError(f"{attempt.provider}: {exc}")) from None
+        attempt.succeed(None)  # before the headers: the trace says this target answered
+        self.response = RelayResponse(headers={**exchange.router_headers(attempt.candidate), **SSE_HEADERS})
 
     async def run(self) -> web.StreamResponse:
         attempt, record = self.attempt, self.attempt.exchange.record
@@ -391,6 +407,8 @@ class StreamRelay:
             await self.response.prepare(attempt.exchange.request)
             record.first_token_mono = time.monotonic()
             await self.pump()
+        except BadAnswer as exc:
+            await self.broke(UpstreamProtocolError(f"{attempt.provider}: {exc}"))
         except UpstreamError as exc:
             await self.broke(exc)
         except (ConnectionResetError, asyncio.CancelledError) as exc:
@@ -398,32 +416,48 @@ class StreamRelay:
         finally:
             assert attempt.upstream is not None
             attempt.upstream.close()
-            # Cut streams and providers that report no usage are still charged, by estimate.
-            attempt.outcome.charge(self.translator.usage or estimate_usage(attempt.exchange.req.body, chunks=self.relayed))
-            record.usage = attempt.outcome.usage
+            self.charge()
         return self.response
 
     async def pump(self) -> None:
-        out: list[bytes] = []
-        flushed = False
-        batch: list[bytes] | None = self.first
-        while batch is not None:
-            for data in batch:
-                if data == DONE:
-                    batch = None  # ends the while loop; what is in `out` leaves with [DONE]
-                    break
-                chunk = self.translator.translate(data)
-                if chunk is not None:
-                    self.relayed += 1
-                    out.append(encode(chunk))
-            else:
-                if out or not flushed:  # the first pass always writes: the headers must not wait for the next read
-                    await self.response.write(b"".join(out))
-                    out, flushed = [], True
-                batch = await anext(self.batches, None)
+        out, first = self.pending, True
+        while not self.done:
+            if out or first:  # the first pass always writes: the headers must not wait for the next read
+                await self.response.write(b"".join(out))
+                first = False
+            batch = await anext(self.batches, None)
+            if batch is None:
+                out = []
+                break
+            out = self.translate(batch)
         out.extend(encode(chunk) for chunk in self.translator.finish())
         out.append(DONE_EVENT)
-        await self.response.write_eof(b"".join(out))
+        await self.response.write_eof(b"".join(out))  # what arrived with [DONE] leaves with the end of the stream
+
+    def translate(self, batch: list[bytes]) -> list[bytes]:
+        """One network read of events as client chunks (one write); an upstream error event is scrubbed."""
+        out: list[bytes] = []
+        for data in batch:
+            if data == DONE:
+                self.done = True
+                break
+            chunk = self.translator.translate(data)
+            if chunk is None:
+                continue
+            if b'"error"' in chunk:  # relayed to the client: no secret the upstream echoed may go with it
+                chunk = orjson.dumps(scrub_value(orjson.loads(chunk), self.secrets))
+            self.relayed += 1
+            out.append(encode(chunk))
+        return out
+
+    def charge(self) -> None:
+        """Cut streams and providers that report no (or nonsense) usage are still charged, by estimate."""
+        attempt, record = self.attempt, self.attempt.exchange.record
+        usage = self.translator.usage or estimate_usage(attempt.exchange.req.body, chunks=self.relayed)
+        if self.translator.ctx.usage_rejected:
+            record.extra["usage_rejected"] = True
+        attempt.outcome.charge(usage)
+        record.usage = attempt.outcome.usage
 
     async def broke(self, exc: UpstreamError) -> None:
         """Too late to fail over: tell the client in the stream, in the OpenAI error shape."""
