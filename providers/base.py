@@ -283,6 +283,7 @@ class Adapter:
     kind: ClassVar[str]
     capabilities: ClassVar[Capabilities]
     default_base_url: ClassVar[str | None] = None
+    transport: ClassVar[str] = "http"  # which of the gateway's transports carries its calls (router/transport.py)
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"}
@@ -309,7 +310,3 @@ class Adapter:
             if isinstance(payload.get("detail"), str):
                 return payload["detail"]
         return f"HTTP {status}"
-
-
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)

@@ -35,6 +35,7 @@ _STATUS_DIRECTIVE = re.compile(r"\[mock-status (\d{3})\]")
 class MockAdapter(OpenAIAdapter):
     kind = "mock"
     default_base_url = "mock://local"
+    transport = "mock"  # answered in the process by MockUpstream, like httpx's MockTransport
 
 
 class MockResponse:
@@ -47,11 +48,6 @@ class MockResponse:
 
     async def read(self) -> bytes:
         return self._body
-
-    async def events(self) -> AsyncIterator[bytes]:
-        async for batch in self.event_batches():
-            for event in batch:
-                yield event
 
     async def event_batches(self) -> AsyncIterator[list[bytes]]:
         if not self._chunk_delay:  # all of it is there at once, as from a fast upstream

@@ -58,13 +58,6 @@ async def iter_event_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list
         yield [tail]
 
 
-async def iter_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Event by event (see ``iter_event_batches``)."""
-    async for batch in iter_event_batches(chunks):
-        for event in batch:
-            yield event
-
-
 def chunks_from_response(response: dict[str, Any], include_usage: bool) -> list[bytes]:
     """A well-formed stream made from a whole answer, for providers that cannot stream."""
     chat = response.get("object") == "chat.completion"

@@ -1,10 +1,12 @@
-"""All upstream I/O: one pooled aiohttp session, and the in-process mock upstream.
+"""All upstream I/O, through the transport each adapter names: HTTP (one pooled aiohttp session) or the in-process mock.
 
 ``Transport.send`` takes what an adapter built and returns an
-``UpstreamResponse`` (status, headers, whole body or SSE events).  Every
-library exception is mapped here to the most specific ``UpstreamError``, so
-the pipeline above never sees aiohttp's.  Secrets are read only here, where
-the auth header is set.
+``UpstreamResponse`` (status, headers, whole body or SSE events).  Which
+transport carries a call is data: ``Adapter.transport`` names one of
+``Transport.carriers`` (``http``, ``mock``; a test may register its own), so
+no code asks which kind a provider is.  Every library exception is mapped
+here to the most specific ``UpstreamError``, so the pipeline above never
+sees aiohttp's.  Secrets are read only here, where the auth header is set.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ class UpstreamResponse(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
     async def read(self) -> bytes: ...
-
-    def events(self) -> AsyncIterator[bytes]: ...
 
     def event_batches(self) -> AsyncIterator[list[bytes]]: ...
 
@@ -62,11 +62,6 @@ class HttpResponse:
         finally:
             self._response.release()
 
-    async def events(self) -> AsyncIterator[bytes]:
-        async for batch in self.event_batches():
-            for data in batch:
-                yield data
-
     async def event_batches(self) -> AsyncIterator[list[bytes]]:
         try:
             async for batch in iter_event_batches(self._response.content.iter_any()):
@@ -82,10 +77,23 @@ class HttpResponse:
         self._response.close()
 
 
-class Transport:
+class Carrier(Protocol):
+    """One way to reach upstreams: opened with the app, closed with it."""
+
+    is_open: bool
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, provider: Provider, call: UpstreamCall, request_id: str) -> UpstreamResponse: ...
+
+
+class HttpCarrier:
+    """Upstreams on the network: one pooled keep-alive aiohttp session for every provider."""
+
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
-        self._mocks: dict[str, MockUpstream] = {}
 
     @property
     def is_open(self) -> bool:
@@ -101,15 +109,7 @@ class Transport:
             await self._session.close()
             self._session = None
 
-    def mock_for(self, provider: Provider) -> MockUpstream:
-        mock = self._mocks.get(provider.name)
-        if mock is None:
-            mock = self._mocks[provider.name] = MockUpstream(provider.options)
-        return mock
-
     async def send(self, provider: Provider, call: UpstreamCall, request_id: str) -> UpstreamResponse:
-        if provider.kind == "mock":
-            return await self.mock_for(provider).send(call)
         assert self._session is not None, "transport used before open()"
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if call.stream else "application/json", "X-Request-Id": request_id}
         headers.update(provider.headers)
@@ -129,3 +129,49 @@ class Transport:
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(_describe(provider, exc)) from exc
         return HttpResponse(response, provider)
+
+
+class MockCarrier:
+    """The built-in mock provider: answered in the process, one ``MockUpstream`` per provider entry."""
+
+    is_open = True
+
+    def __init__(self) -> None:
+        self._mocks: dict[str, MockUpstream] = {}
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def send(self, provider: Provider, call: UpstreamCall, request_id: str) -> UpstreamResponse:
+        mock = self._mocks.get(provider.name)
+        if mock is None:
+            mock = self._mocks[provider.name] = MockUpstream(provider.options)
+        return await mock.send(call)
+
+
+class Transport:
+    """Every carrier, by name; a call goes out on the one its provider's adapter names."""
+
+    def __init__(self) -> None:
+        self.carriers: dict[str, Carrier] = {"http": HttpCarrier(), "mock": MockCarrier()}
+
+    def register(self, name: str, carrier: Carrier) -> None:
+        self.carriers[name] = carrier
+
+    @property
+    def is_open(self) -> bool:
+        return all(carrier.is_open for carrier in self.carriers.values())
+
+    async def open(self) -> None:
+        for carrier in self.carriers.values():
+            await carrier.open()
+
+    async def close(self) -> None:
+        for carrier in self.carriers.values():
+            await carrier.close()
+
+    async def send(self, provider: Provider, call: UpstreamCall, request_id: str) -> UpstreamResponse:
+        return await self.carriers[ADAPTERS[provider.kind].transport].send(provider, call, request_id)

@@ -120,3 +120,37 @@ async def test_an_absurd_max_tokens_is_a_400_naming_the_field_and_still_one_reco
     assert "at most" in caught.value.message
     assert [r.status for r in records] == [400]
     assert records[0].attempts == []  # refused before any candidate was considered
+
+
+async def test_the_carrier_is_chosen_by_the_adapters_data_and_a_test_can_register_its_own(gateway_for):
+    from providers import ADAPTERS
+    from providers.mock import MockResponse
+
+    assert {kind: adapter.transport for kind, adapter in ADAPTERS.items()}["mock"] == "mock"
+    assert all(adapter.transport == "http" for kind, adapter in ADAPTERS.items() if kind != "mock")
+    app, records = await gateway_for(table([{"provider": "m", "model": "x"}], {"m": {"kind": "mock"}}))
+    calls: list[tuple[str, bytes]] = []
+
+    class Recording:
+        is_open = True
+
+        async def open(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+        async def send(self, provider: Any, call: Any, request_id: str) -> MockResponse:
+            calls.append((provider.name, call.body))
+            answer = {
+                "id": "r",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "x",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "recorded"}, "finish_reason": "stop"}],
+            }
+            return MockResponse(200, orjson.dumps(answer))
+
+    app[GATEWAY].transport.register("mock", Recording())
+    response = await Exchange(Request(app, chat()), Operation.CHAT).run()
+    assert orjson.loads(response.body)["choices"][0]["message"]["content"] == "recorded"
+    assert [name for name, _ in calls] == ["m"] and orjson.loads(calls[0][1])["model"] == "x"
+    assert records[0].usage is not None and records[0].usage.estimated  # no usage reported: an estimate, marked
