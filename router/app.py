@@ -18,7 +18,7 @@ from aiohttp import web
 
 from router.accounting.usage_api import usage_response
 from router.accounting.wiring import install_accounting
-from router.auth.admin import add_admin_routes
+from router.auth.admin import ADMIN_ROUTES
 from router.auth.middleware import add_ratelimit_headers, auth_middleware
 from router.config import RouteTable
 from router.errors import GatewayError, InvalidRequest, Overloaded
@@ -36,6 +36,9 @@ from router.routing.admin import admin_targets
 log = logging.getLogger("router")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+ROUTES = web.RouteTableDef()  # each handler below states its method and path
 
 
 @web.middleware
@@ -86,14 +89,17 @@ async def overload_middleware(request: web.Request, handler: Handler) -> web.Str
         gateway.in_flight -= 1
 
 
+@ROUTES.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, Operation.CHAT)
 
 
+@ROUTES.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, Operation.COMPLETION)
 
 
+@ROUTES.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
     table = request.app[GATEWAY].table
     principal = request.get(PRINCIPAL)
@@ -112,10 +118,12 @@ async def list_models(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
+@ROUTES.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
+@ROUTES.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     checks = {"config": gateway.table is not None, "upstream_session": gateway.transport.is_open, "accepting": gateway.ready}
@@ -138,30 +146,22 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     app[METRICS] = install_accounting(gateway, app[RELOADER])
     app.cleanup_ctx.extend(CONTEXTS)
     app.on_response_prepare.append(add_ratelimit_headers)
-    add_routes(app)
+    app.add_routes(ROUTES)
+    app.add_routes(ADMIN_ROUTES)
+    app.router.add_get("/admin/targets", admin_targets)
     return app
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/usage", usage)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/admin/reload", reload_now)
-    app.router.add_get("/admin/targets", admin_targets)
-    add_admin_routes(app)
-
-
+@ROUTES.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     return metrics_response(request.app[METRICS])
 
 
+@ROUTES.get("/v1/usage")
 async def usage(request: web.Request) -> web.Response:
     return await usage_response(request.app[GATEWAY].ledger, request)
 
 
+@ROUTES.post("/admin/reload")
 async def reload_now(request: web.Request) -> web.Response:
     return await admin_reload(request.app[RELOADER])

@@ -33,6 +33,13 @@ from router.errors import Conflict, InvalidRequest, NotFound
 from router.gateway import Gateway
 from router.keys import GATEWAY
 
+ADMIN_ROUTES = web.RouteTableDef()  # each handler states its method and path; app.py adds the table
+
+
+def _listing(data: list[dict[str, Any]]) -> web.Response:
+    """Declared (routes.yaml) objects first, then those made through the API."""
+    return _json({"object": "list", "data": data})
+
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
@@ -67,6 +74,17 @@ async def _team(gateway: Gateway, name: str) -> Team | None:
     return gateway.table.auth.teams.get(name) or await gateway.auth.store.get_team(name)
 
 
+async def _named_team(request: web.Request, change: str | None = None) -> Team:
+    """The team the path names, or 404; with ``change`` (what the caller means to do), 409 for one routes.yaml declares."""
+    name = request.match_info["name"]
+    team = await _team(request.app[GATEWAY], name)
+    if team is None:
+        raise NotFound(f"no team named {name!r}")
+    if change is not None and team.source == "config":
+        raise Conflict(f"team {name!r} is declared in routes.yaml; {change} it there and reload")
+    return team
+
+
 async def _key(gateway: Gateway, key_id: str) -> VirtualKey:
     for declared in gateway.table.auth.keys_by_hash.values():
         if declared.id == key_id:
@@ -93,6 +111,7 @@ async def _with_spend(gateway: Gateway, public: dict[str, Any], principal: Princ
     return public
 
 
+@ADMIN_ROUTES.post("/admin/keys")
 async def create_key(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     reader, data = await _body(request, KEY_FIELDS)
@@ -111,12 +130,13 @@ async def create_key(request: web.Request) -> web.Response:
     return _json({"key": plain, **key.public()}, status=201)
 
 
+@ADMIN_ROUTES.get("/admin/keys")
 async def list_keys(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    keys = [*gateway.table.auth.keys_by_hash.values(), *await gateway.auth.store.list_keys()]
-    return _json({"object": "list", "data": [k.public() for k in keys]})
+    auth = request.app[GATEWAY].auth
+    return _listing([k.public() for k in (*request.app[GATEWAY].table.auth.keys_by_hash.values(), *await auth.store.list_keys())])
 
 
+@ADMIN_ROUTES.get("/admin/keys/{key_id}")
 async def get_key(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     key = await _key(gateway, request.match_info["key_id"])
@@ -124,6 +144,7 @@ async def get_key(request: web.Request) -> web.Response:
     return _json(await _with_spend(gateway, key.public(), Principal(key, team)))
 
 
+@ADMIN_ROUTES.post("/admin/keys/{key_id}/rotate")
 async def rotate_key(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     key = await _key(gateway, request.match_info["key_id"])
@@ -137,6 +158,8 @@ async def rotate_key(request: web.Request) -> web.Response:
     return _json({"key": plain, **rotated.public()})
 
 
+@ADMIN_ROUTES.post("/admin/keys/{key_id}/revoke")
+@ADMIN_ROUTES.delete("/admin/keys/{key_id}")
 async def revoke_key(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     key = await _key(gateway, request.match_info["key_id"])
@@ -147,6 +170,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     return _json(revoked.public())
 
 
+@ADMIN_ROUTES.post("/admin/teams")
 async def create_team(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     reader, data = await _body(request, TEAM_FIELDS)
@@ -160,14 +184,11 @@ async def create_team(request: web.Request) -> web.Response:
     return _json(team.to_json(), status=201)
 
 
+@ADMIN_ROUTES.put("/admin/teams/{name}")
 async def update_team(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    name = request.match_info["name"]
-    current = await _team(gateway, name)
-    if current is None:
-        raise NotFound(f"no team named {name!r}")
-    if current.source == "config":
-        raise Conflict(f"team {name!r} is declared in routes.yaml; change it there and reload")
+    current = await _named_team(request, "change")
+    name = current.name
     reader, data = await _body(request, TEAM_FIELDS[1:])
     team = replace(parse_team(reader, name, data, "", "admin"), created_at=current.created_at)
     _known_aliases(reader, gateway, team.aliases)
@@ -176,46 +197,27 @@ async def update_team(request: web.Request) -> web.Response:
     return _json(team.to_json())
 
 
+@ADMIN_ROUTES.get("/admin/teams")
 async def list_teams(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    teams = [*gateway.table.auth.teams.values(), *await gateway.auth.store.list_teams()]
-    return _json({"object": "list", "data": [t.to_json() for t in teams]})
+    teams = [*request.app[GATEWAY].table.auth.teams.values(), *await request.app[GATEWAY].auth.store.list_teams()]
+    return _listing([t.to_json() for t in teams])
 
 
+@ADMIN_ROUTES.get("/admin/teams/{name}")
 async def get_team(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    name = request.match_info["name"]
-    team = await _team(gateway, name)
-    if team is None:
-        raise NotFound(f"no team named {name!r}")
+    team = await _named_team(request)
     # The team's own spend: a stand-in key with no budget contributes no scope.
     return _json(await _with_spend(gateway, team.to_json(), Principal(VirtualKey(id="-", key_hash=""), team)))
 
 
+@ADMIN_ROUTES.delete("/admin/teams/{name}")
 async def delete_team(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    name = request.match_info["name"]
-    team = await _team(gateway, name)
-    if team is None:
-        raise NotFound(f"no team named {name!r}")
-    if team.source == "config":
-        raise Conflict(f"team {name!r} is declared in routes.yaml; remove it there and reload")
+    team = await _named_team(request, "remove")
+    name = team.name
     members = [k.id for k in await gateway.auth.store.list_keys() if k.team == name and not k.revoked]
     if members:
         raise Conflict(f"team {name!r} still has active keys ({', '.join(members)}); revoke them first")
     await gateway.auth.store.delete_team(name)
     return _json({"name": name, "deleted": True})
-
-
-def add_admin_routes(app: web.Application) -> None:
-    app.router.add_post("/admin/keys", create_key)
-    app.router.add_get("/admin/keys", list_keys)
-    app.router.add_get("/admin/keys/{key_id}", get_key)
-    app.router.add_post("/admin/keys/{key_id}/rotate", rotate_key)
-    app.router.add_post("/admin/keys/{key_id}/revoke", revoke_key)
-    app.router.add_delete("/admin/keys/{key_id}", revoke_key)
-    app.router.add_post("/admin/teams", create_team)
-    app.router.add_get("/admin/teams", list_teams)
-    app.router.add_get("/admin/teams/{name}", get_team)
-    app.router.add_put("/admin/teams/{name}", update_team)
-    app.router.add_delete("/admin/teams/{name}", delete_team)
