@@ -92,7 +92,10 @@ class Provider:
     api_key: Secret | None = setting("the provider key; write ${ENV_VAR}, never the key itself", None, read=_secret, schema={"type": ["string", "null"]})
     timeouts: Timeouts = setting("connect, read and total timeouts in seconds", factory=Timeouts)
     headers: Mapping[str, str] = setting(
-        "extra headers sent upstream", factory=lambda: MappingProxyType({}), read=_headers, schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}}
+        "extra headers sent upstream",
+        factory=lambda: MappingProxyType({}),
+        read=_headers,
+        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
     )
     options: Mapping[str, Any] = setting(
         "adapter options (mock: latency_ms, chunk_delay_ms, completion_tokens, fail_status, fail_every)",
@@ -190,9 +193,7 @@ class Alias:
         "the upstreams serving this alias, tried in order (strategies reorder them)",
         schema=lambda: {"type": "array", "minItems": 1, "items": object_schema(Target, nullable=False)},
     )
-    fallbacks: tuple[str, ...] = setting(
-        "aliases tried after this one's targets", (), read=_fallbacks, schema={"type": "array", "items": {"type": "string"}}
-    )
+    fallbacks: tuple[str, ...] = setting("aliases tried after this one's targets", (), read=_fallbacks, schema={"type": "array", "items": {"type": "string"}})
     strategy: str = setting("how targets are ordered for each request", "default", choices=STRATEGIES, noun="strategy")
     retry: RetryPolicy = setting("retries per target and the client's whole deadline", RetryPolicy())
     operations: frozenset[Operation] = setting(
@@ -214,9 +215,7 @@ class ServerSettings:
     port: int = setting("listen port; 0 picks a free one (ROUTER_PORT overrides)", 8080)
     max_body_bytes: int = setting("largest request body; larger ones get a 413", 4 * 1024 * 1024, minimum=1024)
     shutdown_grace: float = setting("seconds requests in flight may take to finish after SIGTERM", 30.0)
-    max_in_flight: int = setting(
-        "client requests one process handles at once; beyond it, 503 overloaded with Retry-After", 1024, minimum=1, maximum=1_000_000
-    )
+    max_in_flight: int = setting("client requests one process handles at once; beyond it, 503 overloaded with Retry-After", 1024, minimum=1, maximum=1_000_000)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -28,9 +28,9 @@ from aiohttp import web
 from router.auth.budget import budget_scopes
 from router.auth.keys import Principal, Team, VirtualKey, generate_key, hash_key, key_hint, new_key_id
 from router.auth.settings import KEY_FIELDS, TEAM_FIELDS, check_name, names_alias, parse_key_fields, parse_team
-from router.schema import Reader as _Reader
 from router.errors import Conflict, InvalidRequest, NotFound
 from router.gateway import GATEWAY, Gateway
+from router.schema import Reader as _Reader
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

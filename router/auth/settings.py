@@ -199,7 +199,10 @@ class TeamEntry:
     limits: Limits | None = setting("rpm, tpm and concurrency shared by the team's keys", None, read=_limits, schema=lambda: object_schema(Limits))
     budget: Budget | None = setting("USD per period for the whole team", None, read=_budget, schema=_BUDGET_SCHEMA)
     metadata: Mapping[str, str] = setting(
-        "labels copied onto every usage record", factory=lambda: MappingProxyType({}), read=_metadata, schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}}
+        "labels copied onto every usage record",
+        factory=lambda: MappingProxyType({}),
+        read=_metadata,
+        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
     )
 
 
@@ -217,7 +220,10 @@ class KeyEntry:
         "ISO 8601 time like 2027-01-01T00:00:00Z, or unix seconds", None, read=_expiry, schema={"type": ["string", "number", "null"]}
     )
     metadata: Mapping[str, str] = setting(
-        "labels copied onto every usage record", factory=lambda: MappingProxyType({}), read=_metadata, schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}}
+        "labels copied onto every usage record",
+        factory=lambda: MappingProxyType({}),
+        read=_metadata,
+        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
     )
 
 
