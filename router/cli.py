@@ -2,6 +2,7 @@
 
     llm-router serve --config routes.yaml [--host H] [--port P] [--watch] [--workers N]
     llm-router check routes.yaml
+    llm-router schema                   the JSON Schema of routes.yaml (docs/routes.schema.json)
     llm-router keys ... | teams ...     the admin API (router/auth/cli.py)
     llm-router usage --since 7d --by team,model [--config routes.yaml] [--format table|csv|json]
 
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import multiprocessing
 import os
@@ -26,7 +28,7 @@ from multiprocessing.connection import wait
 
 from router import __version__
 from router.auth.cli import add_commands as add_auth_commands
-from router.config import ConfigError, RouteTable, load_table
+from router.config import ConfigError, RouteTable, json_schema, load_table
 from router.logs import configure_logging, effective_settings, log_event
 from router.server import start_server
 
@@ -63,6 +65,11 @@ def check(args: argparse.Namespace) -> int:
     if table is None:
         return 1
     _print_table(table)
+    return 0
+
+
+def schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
 
 
@@ -226,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check", help="validate a route table and print what it resolves to")
     p_check.add_argument("config", help="path to routes.yaml")
     p_check.set_defaults(func=check)
+    p_schema = sub.add_parser("schema", help="print the JSON Schema of routes.yaml (for editors: yaml-language-server)")
+    p_schema.set_defaults(func=schema)
     add_auth_commands(sub)
     p_usage = sub.add_parser("usage", help="spend and tokens from the ledger, grouped")
     p_usage.add_argument("--config", default="routes.yaml", help="route table naming the ledger (default: routes.yaml)")

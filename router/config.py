@@ -18,24 +18,26 @@ swaps it whole.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from providers import ADAPTERS
+from router.accounting.price_file import PriceFileError, load_litellm_prices
+from router.auth.settings import AuthSettings, check_alias_names, parse_auth
+from router.auth.settings import json_schema as auth_schema
 from router.operations import Operation
+from router.schema import Limits, Price, Reader, keys_of, object_schema, read_fields, read_section, setting
 from router.secrets import Secret
 
-if TYPE_CHECKING:
-    from router.auth.settings import AuthSettings
+__all__ = ["ConfigError", "Limits", "Price", "RouteTable", "json_schema", "load_table", "parse_table"]
 
 STRATEGIES = ("priority", "weighted", "cost", "latency", "least-busy", "default")
+SCHEMA_ID = "https://llm-router.dev/schemas/routes.schema.json"
 
 
 class ConfigError(Exception):
@@ -47,64 +49,76 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 5.0
-    read: float = 60.0  # longest silence between two bytes of an answer
-    total: float = 300.0  # whole non-streamed call
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    rpm: int | None = None
-    tpm: int | None = None
-    concurrency: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """USD per million tokens.  ``version`` is stored on every usage record priced with it."""
-
-    input: Decimal = Decimal(0)
-    output: Decimal = Decimal(0)
-    cached_input: Decimal | None = None
-    cache_write: Decimal | None = None
-    reasoning: Decimal | None = None
-    version: str = "unversioned"
+    connect: float = setting("seconds to open the connection", 5.0, minimum=0.001)
+    read: float = setting("longest silence, in seconds, between two bytes of an answer", 60.0, minimum=0.001)
+    total: float = setting("seconds a whole non-streamed call may take", 300.0, minimum=0.001)
 
 
 @dataclass(frozen=True, slots=True)
 class HealthPolicy:
     """When a target's circuit opens and how long it stays open (router/routing/health.py applies it)."""
 
-    failure_threshold: int = 5  # consecutive failures
-    failure_rate: float = 0.5  # or this share of failures ...
-    min_requests: int = 10  # ... over at least this many calls ...
-    window: float = 30.0  # ... in the last this many seconds
-    cooldown: float = 30.0  # open this long, then one half-open probe at a time
-    probe_timeout: float = 30.0  # a probe that never reports frees the slot after this
-    check_interval: float | None = None  # seconds between active checks (a 1-token request); None: none
+    failure_threshold: int = setting("consecutive failures that open the circuit", 5, minimum=1)
+    failure_rate: float = setting(
+        "or this share of failures (0.01 to 1) over min_requests calls in the window", 0.5, minimum=0.01, maximum=1, hint="a share of calls"
+    )
+    min_requests: int = setting("calls in the window before failure_rate applies", 10, minimum=1)
+    window: float = setting("seconds of calls failure_rate looks at", 30.0, minimum=1)
+    cooldown: float = setting("seconds the circuit stays open, then one half-open probe at a time", 30.0, minimum=0.01)
+    probe_timeout: float = setting("seconds after which a probe that never reported frees its slot", 30.0, minimum=0.01)
+    check_interval: float | None = setting("seconds between active checks (a 1-token request); unset: none", None, minimum=0.05)
+
+
+def _secret(r: Reader, value: Any, path: str) -> Secret | None:
+    text = r.string(value, path)
+    return Secret(text) if text else None
+
+
+def _headers(r: Reader, value: Any, path: str) -> Mapping[str, str]:
+    return MappingProxyType({str(k): r.string(v, f"{path}.{k}") or "" for k, v in r.mapping(value, path).items()})
+
+
+def _options(r: Reader, value: Any, path: str) -> Mapping[str, Any]:
+    return MappingProxyType(dict(r.mapping(value, path)))
 
 
 @dataclass(frozen=True, slots=True)
 class Provider:
     name: str
-    kind: str
-    base_url: str
-    api_key: Secret | None
-    timeouts: Timeouts
-    headers: Mapping[str, str]
-    options: Mapping[str, Any]
-    limits: Limits | None = None
-    health: HealthPolicy = HealthPolicy()
+    kind: str = setting("which adapter speaks to it", required=True, choices=tuple(sorted(ADAPTERS)), noun="provider kind")
+    base_url: str = setting(
+        "the API's root URL, http:// or https:// (mock needs none)", schema={"type": ["string", "null"], "pattern": r"^(https?://|\$\{)|^$"}
+    )
+    api_key: Secret | None = setting("the provider key; write ${ENV_VAR}, never the key itself", None, read=_secret, schema={"type": ["string", "null"]})
+    timeouts: Timeouts = setting("connect, read and total timeouts in seconds", factory=Timeouts)
+    headers: Mapping[str, str] = setting(
+        "extra headers sent upstream",
+        factory=lambda: MappingProxyType({}),
+        read=_headers,
+        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
+    )
+    options: Mapping[str, Any] = setting(
+        "adapter options (mock: latency_ms, chunk_delay_ms, completion_tokens, fail_status, fail_every)",
+        factory=lambda: MappingProxyType({}),
+        read=_options,
+        schema={"type": ["object", "null"]},
+    )
+    limits: Limits | None = setting("rpm, tpm and concurrency for the whole provider account", None)
+    health: HealthPolicy = setting("when a target's circuit opens and for how long", HealthPolicy())
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    provider: Provider
-    model: str  # wildcard aliases: "" passes the caller's name on, "*" stands for the part after the prefix
-    weight: float = 1.0
-    priority: int = 0
-    price: Price | None = None
-    limits: Limits | None = None
+    provider: Provider = setting("a provider declared under providers", required=True, schema={"type": "string"})
+    # wildcard aliases: "" passes the caller's name on, "*" stands for the part after the prefix
+    model: str = setting(
+        "the upstream model name; in a wildcard alias omit it (the requested name goes on) or use * for the part after the prefix",
+        schema={"type": ["string", "number"]},
+    )
+    weight: float = setting("share of traffic under the weighted strategy", 1.0)
+    priority: int = setting("lower is tried first under the priority strategy", 0)
+    price: Price | None = setting("USD per million tokens; without it, the ledger's prices_file is looked up", None)
+    limits: Limits | None = setting("rpm, tpm and concurrency for this target", None)
 
     @property
     def key(self) -> str:
@@ -121,26 +135,74 @@ class Target:
         return Target(self.provider, model, self.weight, self.priority, self.price, self.limits)
 
 
+_RETRY_ON = ("connect", "timeout", "429", "5xx")
+
+
+def _retry_on(r: Reader, value: Any, path: str) -> frozenset[str]:
+    if not isinstance(value, list) or any(kind not in _RETRY_ON for kind in value):
+        r.fail(path, f"must be a list of: {', '.join(_RETRY_ON)} (a caller's 4xx is never retried)")
+        return frozenset(_RETRY_ON)
+    return frozenset(str(kind) for kind in value)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 1  # tries per target before moving on
-    backoff_initial: float = 0.05
-    backoff_max: float = 2.0
-    retry_after_cap: float = 10.0
-    deadline: float = 120.0  # seconds a client may wait in all, every attempt included
-    retry_on: frozenset[str] = frozenset({"connect", "timeout", "429", "5xx"})  # failures worth the same target again
-    same_target: bool = True  # False: a retryable failure moves straight on to the next target
+    attempts: int = setting("tries per target before moving on", 1, minimum=1)
+    backoff_initial: float = setting("seconds before the first retry; doubles each time", 0.05)
+    backoff_max: float = setting("longest wait between two retries, in seconds", 2.0)
+    retry_after_cap: float = setting("longest upstream Retry-After honoured, in seconds", 10.0)
+    deadline: float = setting("seconds a client may wait in all, every attempt included", 120.0, minimum=0.01)
+    retry_on: frozenset[str] = setting(
+        "failures worth the same target again (a caller's 4xx never is); quote the key: YAML reads a bare on as true",
+        frozenset(_RETRY_ON),
+        key="on",
+        read=_retry_on,
+        schema={"type": "array", "items": {"enum": list(_RETRY_ON)}},
+    )
+    same_target: bool = setting(
+        "true: a retryable failure retries the same target; false: it moves straight on to the next",
+        True,
+        hint="true retries the same target, false moves on to the next",
+    )
+
+
+def _operations(r: Reader, value: Any, path: str) -> frozenset[Operation]:
+    if not isinstance(value, list) or not value:
+        r.fail(path, "must be a non-empty list of: chat, completion")
+        return frozenset()
+    operations: set[Operation] = set()
+    for i, op in enumerate(value):
+        try:
+            operations.add(Operation(op))
+        except ValueError:
+            r.fail(f"{path}[{i}]", f"unknown operation {op!r}; expected chat or completion")
+    return frozenset(operations)
+
+
+def _fallbacks(r: Reader, value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        r.fail(path, "must be a list of alias names")
+        return ()
+    return tuple(value)
 
 
 @dataclass(frozen=True, slots=True)
 class Alias:
     name: str
-    targets: tuple[Target, ...]
-    fallbacks: tuple[str, ...] = ()
-    strategy: str = "default"
-    retry: RetryPolicy = RetryPolicy()
-    operations: frozenset[Operation] = frozenset({Operation.CHAT})
-    description: str = ""
+    targets: tuple[Target, ...] = setting(
+        "the upstreams serving this alias, tried in order (strategies reorder them)",
+        schema=lambda: {"type": "array", "minItems": 1, "items": object_schema(Target, nullable=False)},
+    )
+    fallbacks: tuple[str, ...] = setting("aliases tried after this one's targets", (), read=_fallbacks, schema={"type": "array", "items": {"type": "string"}})
+    strategy: str = setting("how targets are ordered for each request", "default", choices=STRATEGIES, noun="strategy")
+    retry: RetryPolicy = setting("retries per target and the client's whole deadline", RetryPolicy())
+    operations: frozenset[Operation] = setting(
+        "what the alias serves; refused at load if a target cannot",
+        frozenset({Operation.CHAT}),
+        read=_operations,
+        schema={"type": "array", "minItems": 1, "items": {"enum": [op.value for op in Operation]}},
+    )
+    description: str = setting("shown in /v1/models", "")
 
     @property
     def wildcard_prefix(self) -> str | None:
@@ -149,14 +211,11 @@ class Alias:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 4 * 1024 * 1024
-    shutdown_grace: float = 30.0  # seconds requests in flight may take to finish after SIGTERM
-    # Client requests one process handles at once; beyond it, 503 overloaded with Retry-After at once.
-    # High enough for 256 keep-alive clients and their bursts; low enough that a saturated
-    # process answers honestly instead of letting timeouts pile up into a fake outage.
-    max_in_flight: int = 1024
+    host: str = setting("listen address (ROUTER_HOST overrides)", "127.0.0.1")
+    port: int = setting("listen port; 0 picks a free one (ROUTER_PORT overrides)", 8080)
+    max_body_bytes: int = setting("largest request body; larger ones get a 413", 4 * 1024 * 1024, minimum=1024)
+    shutdown_grace: float = setting("seconds requests in flight may take to finish after SIGTERM", 30.0)
+    max_in_flight: int = setting("client requests one process handles at once; beyond it, 503 overloaded with Retry-After", 1024, minimum=1, maximum=1_000_000)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -167,27 +226,25 @@ LOG_FORMATS = ("json", "text")
 class LoggingSettings:
     """How the gateway logs (router/logs.py).  ROUTER_LOG_LEVEL / ROUTER_LOG_FORMAT override these."""
 
-    level: str = "info"
-    format: str = "text"
-    bodies: bool = False  # log the client's prompt on each request line: off unless someone opts in
+    level: str = setting("least severe level logged (ROUTER_LOG_LEVEL overrides)", "info", choices=LOG_LEVELS, lower=True, noun="level")
+    format: str = setting("json for collectors, text for people (ROUTER_LOG_FORMAT overrides)", "text", choices=LOG_FORMATS, lower=True, noun="format")
+    bodies: bool = setting("log the client's prompt on each request line: off unless someone opts in", False)
 
 
 @dataclass(frozen=True, slots=True)
 class StateSettings:
     """Where shared state lives: ``memory`` (one instance) or ``redis`` (any number of replicas)."""
 
-    backend: str = "memory"
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "llmr"
-    # Seconds.  Short, so Redis trouble never stalls a request for long; not so short
-    # that event-loop lag under load (64 busy connections on 2 cores) reads as an
+    backend: str = setting("memory (one instance) or redis (shared by every replica)", "memory", choices=("memory", "redis"), noun="backend")
+    url: str = setting("the Redis URL: redis://, rediss:// or unix://", "redis://127.0.0.1:6379/0")
+    prefix: str = setting("prefix of every Redis key, so deployments can share one Redis", "llmr")
+    # Short, so Redis trouble never stalls a request for long; not so short that
+    # event-loop lag under load (64 busy connections on 2 cores) reads as an
     # outage and flips every replica to local state (seen at 0.05 in the benchmark).
-    timeout: float = 0.25
-    # Connections to Redis; exhaustion waits up to pool_timeout seconds, never reads as an outage.
-    # One pipeline per loop turn carries every call of that turn, so a few connections do (bench: docs/state.md).
-    pool_size: int = 32
-    pool_timeout: float = 2.0
-    outage_probes: int = 3  # consecutive failed PINGs (own connection) before the store calls Redis out
+    timeout: float = setting("seconds one state call may take; a slower call fails that call only (the prober decides when Redis is out)", 0.25, minimum=0.001)
+    pool_size: int = setting("connections in the Redis pool", 32, minimum=1, maximum=10000)
+    pool_timeout: float = setting("seconds a state call may wait for a free pooled connection", 2.0, minimum=0.001)
+    outage_probes: int = setting("consecutive failed probes before the store is marked degraded", 3, minimum=1, maximum=100)
 
 
 SINK_KINDS = ("sqlite", "redis", "jsonl")
@@ -197,28 +254,66 @@ SINK_KINDS = ("sqlite", "redis", "jsonl")
 class SinkSettings:
     """One place usage records are written.  ``name`` keys its journal file and metrics."""
 
-    kind: str
-    name: str
-    path: str = ""  # sqlite, jsonl
-    url: str = ""  # redis
-    prefix: str = "llmr"  # redis keys: <prefix>:usage:...
-    maxlen: int = 1_000_000  # redis: the stream is trimmed to about this many records
-    max_age_days: int = 35  # redis: stream records older than this are trimmed
-    rollup_days: int = 400  # redis: per-day roll-up hashes live this long
-    dedupe_days: int = 7  # redis: a replay within this many days of the first write never counts twice
-    timeout: float = 1.0  # seconds a write may wait (sqlite busy timeout, redis socket timeout)
+    kind: str = setting("sqlite (embedded), redis (shared by replicas) or jsonl (for log shippers)", required=True, choices=SINK_KINDS, noun="sink kind")
+    name: str = setting("names its journal file and metrics; defaults to the kind", schema={"type": ["string", "number", "null"]})
+    path: str = setting("sqlite, jsonl: the file, relative to routes.yaml (usage.db, usage.jsonl)", "", schema={"type": ["string", "null"]})
+    url: str = setting("redis: the redis:// URL", "")
+    prefix: str = setting("redis: keys are <prefix>:usage:...", "llmr")
+    maxlen: int = setting("redis: the stream is trimmed to about this many records", 1_000_000, minimum=1)
+    max_age_days: int = setting("redis: stream records older than this are trimmed", 35, minimum=1)
+    rollup_days: int = setting("redis: per-day roll-up hashes live this long", 400, minimum=1)
+    dedupe_days: int = setting("redis: a replay within this many days of the first write never counts twice", 7, minimum=1)
+    timeout: float = setting("seconds a write may wait (sqlite busy timeout, redis socket timeout)", 1.0, minimum=0.001)
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
-    sinks: tuple[SinkSettings, ...]
-    journal_dir: str
-    batch_size: int = 500
-    flush_interval: float = 0.25  # seconds records may wait in the buffer
-    retry_interval: float = 1.0  # seconds between tries of a sink that is down
-    team_from_metadata: str | None = None  # metadata key naming the team when the client key has none
-    max_label_values: int = 200  # distinct values a metric label may take before "other"
-    prices_file: str | None = None
+    sinks: tuple[SinkSettings, ...] = setting(
+        "where usage records go",
+        schema=lambda: {"type": "array", "minItems": 1, "items": object_schema(SinkSettings, nullable=False), "default": [{"kind": "sqlite"}]},
+    )
+    journal_dir: str = setting("where records wait while a sink is down, relative to routes.yaml", "ledger-journal")
+    batch_size: int = setting("records written per batch", 500, minimum=1)
+    flush_interval: float = setting("seconds records may wait in the buffer", 0.25, minimum=0.001)
+    retry_interval: float = setting("seconds between tries of a sink that is down", 1.0, minimum=0.001)
+    team_from_metadata: str | None = setting("metadata key naming the team when the client key has none", None)
+    max_label_values: int = setting("distinct values a metric label may take before 'other'", 200, minimum=1)
+    prices_file: str | None = setting(
+        "LiteLLM's model_prices_and_context_window.json, relative to routes.yaml, for targets without price", None, schema={"type": ["string", "null"]}
+    )
+
+
+def _version(r: Reader, value: Any, path: str) -> int:
+    if value != 1:
+        r.fail(path, f"unsupported version {value!r}; this gateway reads version 1")
+    return 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Document:
+    """routes.yaml's top level: a declaration only (the file compiles into a RouteTable)."""
+
+    version: int = setting("the file format; this gateway reads version 1", 1, read=_version, schema={"const": 1})
+    server: ServerSettings = setting("listen address, body limit, shutdown grace", ServerSettings())
+    logging: LoggingSettings = setting("level, format (json or text), whether bodies may be logged", LoggingSettings())
+    state: StateSettings = setting("where routing state lives: memory, or redis shared by replicas", StateSettings())
+    auth: AuthSettings = setting("client keys, teams, budgets", factory=AuthSettings, schema=auth_schema)
+    providers: Mapping[str, Provider] = setting(
+        "name -> an upstream API account",
+        factory=dict,
+        schema=lambda: {"type": "object", "minProperties": 1, "additionalProperties": object_schema(Provider, exclude=("name",), nullable=False)},
+    )
+    models: Mapping[str, Alias] = setting(
+        "alias (what clients put in model) -> its targets; a name ending in * is a wildcard",
+        factory=dict,
+        schema=lambda: {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": r"^[^*]*\*?$"},
+            "additionalProperties": object_schema(Alias, exclude=("name",), nullable=False),
+        },
+    )
+    ledger: LedgerSettings | None = setting("where usage records go (sinks, journal), the price file; omit it for no ledger", None)
 
 
 @dataclass(frozen=True)
@@ -230,7 +325,7 @@ class RouteTable:
     wildcards: tuple[Alias, ...] = field(default=())
     state: StateSettings = field(default_factory=StateSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
-    auth: AuthSettings = field(default_factory=lambda: _default_auth())
+    auth: AuthSettings = field(default_factory=AuthSettings)
     ledger: LedgerSettings | None = None  # None: no ledger (metrics still count)
 
     def lookup(self, name: str) -> Alias | None:
@@ -247,126 +342,21 @@ class RouteTable:
         return [p.api_key for p in self.providers.values() if p.api_key] + self.auth.secrets()
 
 
-def _default_auth() -> AuthSettings:
-    from router.auth.settings import AuthSettings  # router.auth builds on this module
-
-    return AuthSettings()
-
-
-_RETRY, _TIMEOUTS, _SERVER, _STATE, _LOGGING = RetryPolicy(), Timeouts(), ServerSettings(), StateSettings(), LoggingSettings()
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of routes.yaml, made from the declarations above."""
+    body = object_schema(_Document, nullable=False)
+    body["required"] = ["providers", "models"]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "llm-router routes.yaml",
+        "description": "The gateway's route table. String values may use ${ENV} or ${ENV:-default}.",
+        **body,
+    }
 
 
 # --------------------------------------------------------------------------
-# Reading: a tiny cursor over the YAML tree that records problems with paths.
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.issues: list[tuple[str, str]] = []
-        self.env = env
-
-    def fail(self, path: str, message: str) -> None:
-        self.issues.append((path, message))
-
-    def mapping(self, value: Any, path: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, f"must be a mapping, got {type(value).__name__}")
-            return {}
-        if allowed is not None:
-            for key in value:
-                if key not in allowed:
-                    self.fail(f"{path}.{key}" if path else str(key), f"unknown field; expected one of: {', '.join(allowed)}")
-        return value
-
-    def string(self, value: Any, path: str, *, required: bool = False, default: str | None = None) -> str | None:
-        if value is None:
-            if required:
-                self.fail(path, "is required")
-            return default
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            self.fail(path, f"must be a string, got {type(value).__name__}")
-            return default
-        return self.interpolate(str(value), path)
-
-    def interpolate(self, text: str, path: str) -> str:
-        def substitute(match: re.Match[str]) -> str:
-            name, fallback = match.group(1), match.group(2)
-            if name in self.env:
-                return self.env[name]
-            if fallback is not None:
-                return fallback
-            self.fail(path, f"environment variable {name} is not set (export it, or write ${{{name}:-default}})")
-            return ""
-
-        return _ENV.sub(substitute, text)
-
-    def number(self, value: Any, path: str, default: float, *, minimum: float = 0.0) -> float:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(path, f"must be a number, got {type(value).__name__}")
-            return default
-        if value < minimum:
-            self.fail(path, f"must be at least {minimum}, got {value}")
-        return float(value)
-
-    def integer(self, value: Any, path: str, default: int | None, *, minimum: int = 0) -> int | None:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"must be a whole number, got {value!r}")
-            return default
-        if value < minimum:
-            self.fail(path, f"must be at least {minimum}, got {value}")
-        return value
-
-    def money(self, value: Any, path: str) -> Decimal | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            self.fail(path, f"must be a price in USD per million tokens, got {value!r}")
-            return None
-        try:
-            # str() first: a YAML float 0.15 must price as exactly 0.15.
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            self.fail(path, f"must be a price in USD per million tokens, got {value!r}")
-            return None
-        if amount < 0 or not amount.is_finite():
-            self.fail(path, f"must be a non-negative finite price, got {value!r}")
-        return amount
-
-
-def _limits(r: _Reader, raw: Any, path: str) -> Limits | None:
-    if raw is None:
-        return None
-    data = r.mapping(raw, path, ("rpm", "tpm", "concurrency"))
-    return Limits(
-        rpm=r.integer(data.get("rpm"), f"{path}.rpm", None, minimum=1),
-        tpm=r.integer(data.get("tpm"), f"{path}.tpm", None, minimum=1),
-        concurrency=r.integer(data.get("concurrency"), f"{path}.concurrency", None, minimum=1),
-    )
-
-
-def _price(r: _Reader, raw: Any, path: str) -> Price | None:
-    if raw is None:
-        return None
-    data = r.mapping(raw, path, ("input", "output", "cached_input", "cache_write", "reasoning", "version"))
-    for required in ("input", "output"):
-        if data and required not in data:
-            r.fail(f"{path}.{required}", "is required (USD per million tokens)")
-    return Price(
-        input=r.money(data.get("input"), f"{path}.input") or Decimal(0),
-        output=r.money(data.get("output"), f"{path}.output") or Decimal(0),
-        cached_input=r.money(data.get("cached_input"), f"{path}.cached_input"),
-        cache_write=r.money(data.get("cache_write"), f"{path}.cache_write"),
-        reasoning=r.money(data.get("reasoning"), f"{path}.reasoning"),
-        version=r.string(data.get("version"), f"{path}.version", default="unversioned") or "unversioned",
-    )
+# Reading: each section by its declarations, plus what only its code knows.
 
 
 def _file_price(prices: Mapping[str, Price] | None, model: str) -> Price | None:
@@ -384,267 +374,112 @@ def _resolve(path: str, source: str) -> str:
     return str(base / path)
 
 
-_LEDGER_FIELDS = ("sinks", "journal_dir", "batch_size", "flush_interval", "retry_interval", "team_from_metadata", "max_label_values", "prices_file")
-_SINK_FIELDS = ("kind", "name", "path", "url", "prefix", "maxlen", "max_age_days", "rollup_days", "dedupe_days", "timeout")
+def _price(r: Reader, raw: Any, path: str) -> Price | None:
+    if raw is None:
+        return None
+    data = r.mapping(raw, path, keys_of(Price))
+    if not data:  # price: {} has always meant free
+        return Price()
+    return Price(**read_fields(r, data, Price, path))
 
 
-def _ledger(r: _Reader, raw: Any, source: str, present: bool) -> tuple[LedgerSettings | None, dict[str, Price]]:
+def _sink(r: Reader, raw: Any, path: str, source: str, taken: list[SinkSettings]) -> SinkSettings:
+    d = r.mapping(raw, path, keys_of(SinkSettings))
+    values = read_fields(r, d, SinkSettings, path)
+    kind = values["kind"] or ""
+    name = r.string(d.get("name"), f"{path}.name", default=kind) or kind
+    if any(s.name == name for s in taken):
+        r.fail(f"{path}.name", f"two sinks are named {name!r}; give each its own name (it names its journal file)")
+    sink_path = r.string(d.get("path"), f"{path}.path", default={"sqlite": "usage.db", "jsonl": "usage.jsonl"}.get(kind, "")) or ""
+    if kind == "redis" and not values["url"].startswith(("redis://", "rediss://", "unix://")):
+        r.fail(f"{path}.url", f"a redis sink needs a redis:// URL, got {values['url']!r}")
+    return SinkSettings(**{**values, "kind": kind, "name": name, "path": _resolve(sink_path, source) if sink_path else ""})
+
+
+def _ledger(r: Reader, raw: Any, source: str, present: bool) -> tuple[LedgerSettings | None, dict[str, Price]]:
     if not present:
         return None, {}
-    data = r.mapping(raw, "ledger", _LEDGER_FIELDS)
+    data = r.mapping(raw, "ledger", keys_of(LedgerSettings))
     raw_sinks = data.get("sinks", [{"kind": "sqlite"}])
     if not isinstance(raw_sinks, list) or not raw_sinks:
         r.fail("ledger.sinks", "must be a non-empty list of sinks, e.g. [{kind: sqlite, path: usage.db}]")
         raw_sinks = []
     sinks: list[SinkSettings] = []
     for i, raw_sink in enumerate(raw_sinks):
-        path = f"ledger.sinks[{i}]"
-        d = r.mapping(raw_sink, path, _SINK_FIELDS)
-        kind = r.string(d.get("kind"), f"{path}.kind", required=True) or ""
-        if kind and kind not in SINK_KINDS:
-            r.fail(f"{path}.kind", f"unknown sink kind {kind!r}; expected one of: {', '.join(SINK_KINDS)}")
-        name = r.string(d.get("name"), f"{path}.name", default=kind) or kind
-        if any(s.name == name for s in sinks):
-            r.fail(f"{path}.name", f"two sinks are named {name!r}; give each its own name (it names its journal file)")
-        default_path = {"sqlite": "usage.db", "jsonl": "usage.jsonl"}.get(kind, "")
-        sink_path = r.string(d.get("path"), f"{path}.path", default=default_path) or ""
-        url = r.string(d.get("url"), f"{path}.url", default="") or ""
-        if kind == "redis" and not url.startswith(("redis://", "rediss://", "unix://")):
-            r.fail(f"{path}.url", f"a redis sink needs a redis:// URL, got {url!r}")
-        sinks.append(
-            SinkSettings(
-                kind=kind,
-                name=name,
-                path=_resolve(sink_path, source) if sink_path else "",
-                url=url,
-                prefix=r.string(d.get("prefix"), f"{path}.prefix", default="llmr") or "llmr",
-                maxlen=r.integer(d.get("maxlen"), f"{path}.maxlen", 1_000_000, minimum=1) or 1_000_000,
-                max_age_days=r.integer(d.get("max_age_days"), f"{path}.max_age_days", 35, minimum=1) or 35,
-                rollup_days=r.integer(d.get("rollup_days"), f"{path}.rollup_days", 400, minimum=1) or 400,
-                dedupe_days=r.integer(d.get("dedupe_days"), f"{path}.dedupe_days", 7, minimum=1) or 7,
-                timeout=r.number(d.get("timeout"), f"{path}.timeout", 1.0, minimum=0.001),
-            )
-        )
+        sinks.append(_sink(r, raw_sink, f"ledger.sinks[{i}]", source, sinks))
+    values = read_fields(r, data, LedgerSettings, "ledger")
     prices: dict[str, Price] = {}
     prices_file = r.string(data.get("prices_file"), "ledger.prices_file")
     if prices_file:
-        from router.accounting.price_file import PriceFileError, load_litellm_prices
-
         prices_file = _resolve(prices_file, source)
         try:
             prices = load_litellm_prices(prices_file)
         except PriceFileError as exc:
             r.fail("ledger.prices_file", str(exc))
-    team_key = r.string(data.get("team_from_metadata"), "ledger.team_from_metadata")
-    settings = LedgerSettings(
-        sinks=tuple(sinks),
-        journal_dir=_resolve(r.string(data.get("journal_dir"), "ledger.journal_dir", default="ledger-journal") or "ledger-journal", source),
-        batch_size=r.integer(data.get("batch_size"), "ledger.batch_size", 500, minimum=1) or 500,
-        flush_interval=r.number(data.get("flush_interval"), "ledger.flush_interval", 0.25, minimum=0.001),
-        retry_interval=r.number(data.get("retry_interval"), "ledger.retry_interval", 1.0, minimum=0.001),
-        team_from_metadata=team_key or None,
-        max_label_values=r.integer(data.get("max_label_values"), "ledger.max_label_values", 200, minimum=1) or 200,
-        prices_file=prices_file or None,
-    )
-    return settings, prices
+    values.update(sinks=tuple(sinks), journal_dir=_resolve(values["journal_dir"], source), team_from_metadata=values["team_from_metadata"] or None)
+    return LedgerSettings(**values, prices_file=prices_file or None), prices
 
 
-def _provider(r: _Reader, name: str, raw: Any) -> Provider | None:
+def _provider(r: Reader, name: str, raw: Any) -> Provider | None:
     path = f"providers.{name}"
-    data = r.mapping(raw, path, ("kind", "base_url", "api_key", "timeouts", "headers", "limits", "options", "health"))
-    kind = r.string(data.get("kind"), f"{path}.kind", required=True)
-    if kind is None:
-        return None
-    adapter = ADAPTERS.get(kind)
+    data = r.mapping(raw, path, keys_of(Provider))
+    values = read_fields(r, data, Provider, path)
+    adapter = ADAPTERS.get(values["kind"] or "")
     if adapter is None:
-        r.fail(f"{path}.kind", f"unknown provider kind {kind!r}; known kinds: {', '.join(sorted(ADAPTERS))}")
         return None
     base_url = r.string(data.get("base_url"), f"{path}.base_url", default=adapter.default_base_url)
     if not base_url:
         r.fail(f"{path}.base_url", "is required for this kind")
         base_url = ""
-    elif kind != "mock" and not base_url.startswith(("http://", "https://")):
+    elif values["kind"] != "mock" and not base_url.startswith(("http://", "https://")):
         r.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
-    api_key = r.string(data.get("api_key"), f"{path}.api_key")
-    t = r.mapping(data.get("timeouts"), f"{path}.timeouts", ("connect", "read", "total"))
-    timeouts = Timeouts(
-        connect=r.number(t.get("connect"), f"{path}.timeouts.connect", _TIMEOUTS.connect, minimum=0.001),
-        read=r.number(t.get("read"), f"{path}.timeouts.read", _TIMEOUTS.read, minimum=0.001),
-        total=r.number(t.get("total"), f"{path}.timeouts.total", _TIMEOUTS.total, minimum=0.001),
-    )
-    headers = {str(k): r.string(v, f"{path}.headers.{k}") or "" for k, v in r.mapping(data.get("headers"), f"{path}.headers").items()}
-    options = r.mapping(data.get("options"), f"{path}.options")
-    return Provider(
-        name=name,
-        kind=kind,
-        base_url=base_url.rstrip("/"),
-        api_key=Secret(api_key) if api_key else None,
-        timeouts=timeouts,
-        headers=MappingProxyType(headers),
-        options=MappingProxyType(dict(options)),
-        limits=_limits(r, data.get("limits"), f"{path}.limits"),
-        health=_health(r, data.get("health"), f"{path}.health"),
-    )
+    return Provider(name=name, base_url=base_url.rstrip("/"), **values)
 
 
-_HEALTH = HealthPolicy()
+def _target(r: Reader, raw: Any, path: str, alias: Alias, providers: Mapping[str, Provider], file_prices: Mapping[str, Price] | None) -> Target | None:
+    t = r.mapping(raw, path, keys_of(Target))
+    values = read_fields(r, t, Target, path)
+    provider_name = r.string(t.get("provider"), f"{path}.provider", required=True)
+    provider = providers.get(provider_name) if provider_name else None
+    if provider_name and provider is None:
+        r.fail(f"{path}.provider", f"unknown provider {provider_name!r}; declared providers: {', '.join(sorted(providers)) or 'none'}")
+    model = r.string(t.get("model"), f"{path}.model", required=alias.wildcard_prefix is None, default="")
+    if provider is None or model is None:
+        return None
+    served = ADAPTERS[provider.kind].capabilities.operations
+    for op in sorted(alias.operations - served):
+        r.fail(path, f"provider {provider.name!r} (kind {provider.kind}) cannot serve {op.value}; it serves {', '.join(sorted(o.value for o in served))}")
+    price = _price(r, t.get("price"), f"{path}.price") or _file_price(file_prices, model)
+    return Target(**{**values, "provider": provider, "model": model, "price": price})
 
 
-def _health(r: _Reader, raw: Any, path: str) -> HealthPolicy:
-    data = r.mapping(raw, path, ("failure_threshold", "failure_rate", "min_requests", "window", "cooldown", "probe_timeout", "check_interval"))
-    interval = data.get("check_interval")
-    rate = r.number(data.get("failure_rate"), f"{path}.failure_rate", _HEALTH.failure_rate, minimum=0.01)
-    if rate > 1:
-        r.fail(f"{path}.failure_rate", f"is a share of calls, between 0.01 and 1; got {rate}")
-    return HealthPolicy(
-        failure_threshold=r.integer(data.get("failure_threshold"), f"{path}.failure_threshold", _HEALTH.failure_threshold, minimum=1) or 1,
-        failure_rate=rate,
-        min_requests=r.integer(data.get("min_requests"), f"{path}.min_requests", _HEALTH.min_requests, minimum=1) or 1,
-        window=r.number(data.get("window"), f"{path}.window", _HEALTH.window, minimum=1),
-        cooldown=r.number(data.get("cooldown"), f"{path}.cooldown", _HEALTH.cooldown, minimum=0.01),
-        probe_timeout=r.number(data.get("probe_timeout"), f"{path}.probe_timeout", _HEALTH.probe_timeout, minimum=0.01),
-        check_interval=None if interval is None else r.number(interval, f"{path}.check_interval", 0.0, minimum=0.05),
-    )
-
-
-_RETRY_ON = ("connect", "timeout", "429", "5xx")
-_TARGET_FIELDS = ("provider", "model", "weight", "priority", "price", "limits")
-_ALIAS_FIELDS = ("targets", "fallbacks", "strategy", "retry", "operations", "description")
-
-
-def _alias(r: _Reader, name: str, raw: Any, providers: Mapping[str, Provider], file_prices: Mapping[str, Price] | None = None) -> Alias | None:
+def _alias(r: Reader, name: str, raw: Any, providers: Mapping[str, Provider], file_prices: Mapping[str, Price] | None = None) -> Alias | None:
     path = f"models.{name}"
-    data = r.mapping(raw, path, _ALIAS_FIELDS)
-    wildcard = name.endswith("*")
+    data = r.mapping(raw, path, keys_of(Alias))
     if "*" in name[:-1]:
         r.fail(path, "a wildcard alias may only end in '*', like 'forii/*'")
-    ops_raw = data.get("operations", ["chat"])
-    operations: set[Operation] = set()
-    if not isinstance(ops_raw, list) or not ops_raw:
-        r.fail(f"{path}.operations", "must be a non-empty list of: chat, completion")
-    else:
-        for i, op in enumerate(ops_raw):
-            try:
-                operations.add(Operation(op))
-            except ValueError:
-                r.fail(f"{path}.operations[{i}]", f"unknown operation {op!r}; expected chat or completion")
+    # Targets are checked against the alias's operations: read the alias first, then them.
+    alias = Alias(name=name, targets=(), **read_fields(r, data, Alias, path))
     raw_targets = data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         r.fail(f"{path}.targets", "must be a non-empty list of {provider, model}")
         raw_targets = []
-    targets: list[Target] = []
-    for i, raw_target in enumerate(raw_targets):
-        tpath = f"{path}.targets[{i}]"
-        t = r.mapping(raw_target, tpath, _TARGET_FIELDS)
-        provider_name = r.string(t.get("provider"), f"{tpath}.provider", required=True)
-        provider = providers.get(provider_name) if provider_name else None
-        if provider_name and provider is None:
-            r.fail(f"{tpath}.provider", f"unknown provider {provider_name!r}; declared providers: {', '.join(sorted(providers)) or 'none'}")
-        model = r.string(t.get("model"), f"{tpath}.model", required=not wildcard, default="")
-        if provider is None or model is None:
-            continue
-        adapter = ADAPTERS[provider.kind]
-        for op in sorted(operations - adapter.capabilities.operations):
-            r.fail(
-                tpath,
-                f"provider {provider.name!r} (kind {provider.kind}) cannot serve {op.value}; it serves {', '.join(sorted(o.value for o in adapter.capabilities.operations))}",
-            )
-        targets.append(
-            Target(
-                provider=provider,
-                model=model,
-                weight=r.number(t.get("weight"), f"{tpath}.weight", 1.0),
-                priority=r.integer(t.get("priority"), f"{tpath}.priority", 0) or 0,
-                price=_price(r, t.get("price"), f"{tpath}.price") or _file_price(file_prices, model),
-                limits=_limits(r, t.get("limits"), f"{tpath}.limits"),
-            )
-        )
-    fallbacks = data.get("fallbacks", [])
-    if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
-        r.fail(f"{path}.fallbacks", "must be a list of alias names")
-        fallbacks = []
-    strategy = r.string(data.get("strategy"), f"{path}.strategy", default="default") or "default"
-    if strategy not in STRATEGIES:
-        r.fail(f"{path}.strategy", f"unknown strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
-    rr = r.mapping(data.get("retry"), f"{path}.retry", ("attempts", "backoff_initial", "backoff_max", "retry_after_cap", "deadline", "on", "same_target"))
-    retry_on = rr.get("on", sorted(_RETRY.retry_on))
-    if not isinstance(retry_on, list) or any(kind not in _RETRY_ON for kind in retry_on):
-        r.fail(f"{path}.retry.on", f"must be a list of: {', '.join(_RETRY_ON)} (a caller's 4xx is never retried)")
-        retry_on = sorted(_RETRY.retry_on)
-    same_target = rr.get("same_target", _RETRY.same_target)
-    if not isinstance(same_target, bool):
-        r.fail(f"{path}.retry.same_target", "must be true (retry the same target) or false (move on to the next)")
-        same_target = _RETRY.same_target
-    retry = RetryPolicy(
-        attempts=r.integer(rr.get("attempts"), f"{path}.retry.attempts", _RETRY.attempts, minimum=1) or 1,
-        backoff_initial=r.number(rr.get("backoff_initial"), f"{path}.retry.backoff_initial", _RETRY.backoff_initial),
-        backoff_max=r.number(rr.get("backoff_max"), f"{path}.retry.backoff_max", _RETRY.backoff_max),
-        retry_after_cap=r.number(rr.get("retry_after_cap"), f"{path}.retry.retry_after_cap", _RETRY.retry_after_cap),
-        deadline=r.number(rr.get("deadline"), f"{path}.retry.deadline", _RETRY.deadline, minimum=0.01),
-        retry_on=frozenset(str(kind) for kind in retry_on),
-        same_target=same_target,
-    )
-    if not targets:
-        return None
-    return Alias(
-        name=name,
-        targets=tuple(targets),
-        fallbacks=tuple(fallbacks),
-        strategy=strategy,
-        retry=retry,
-        operations=frozenset(operations),
-        description=r.string(data.get("description"), f"{path}.description", default="") or "",
-    )
-
-
-def _logging(r: _Reader, raw: Any) -> LoggingSettings:
-    data = r.mapping(raw, "logging", ("level", "format", "bodies"))
-    level = (r.string(data.get("level"), "logging.level", default=_LOGGING.level) or _LOGGING.level).lower()
-    if level not in LOG_LEVELS:
-        r.fail("logging.level", f"unknown level {level!r}; expected one of: {', '.join(LOG_LEVELS)}")
-    fmt = (r.string(data.get("format"), "logging.format", default=_LOGGING.format) or _LOGGING.format).lower()
-    if fmt not in LOG_FORMATS:
-        r.fail("logging.format", f"unknown format {fmt!r}; expected json or text")
-    bodies = data.get("bodies", False)
-    if not isinstance(bodies, bool):
-        r.fail("logging.bodies", f"must be true or false, got {bodies!r}")
-        bodies = False
-    return LoggingSettings(level=level, format=fmt, bodies=bodies)
+    targets = [_target(r, raw_target, f"{path}.targets[{i}]", alias, providers, file_prices) for i, raw_target in enumerate(raw_targets)]
+    kept = tuple(t for t in targets if t is not None)
+    return replace(alias, targets=kept) if kept else None
 
 
 def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:
-    r = _Reader(os.environ if env is None else env)
-    root = r.mapping(document, "", ("version", "server", "state", "logging", "auth", "providers", "models", "ledger"))
+    r = Reader(os.environ if env is None else env)
+    root = r.mapping(document, "", keys_of(_Document))
     if document is None or not root:
         raise ConfigError(source, [("", "the file is empty; it needs at least 'providers' and 'models'")])
-    version = root.get("version", 1)
-    if version != 1:
-        r.fail("version", f"unsupported version {version!r}; this gateway reads version 1")
-    s = r.mapping(root.get("server"), "server", ("host", "port", "max_body_bytes", "shutdown_grace", "max_in_flight"))
-    server = ServerSettings(
-        host=r.string(s.get("host"), "server.host", default=_SERVER.host) or _SERVER.host,
-        port=r.integer(s.get("port"), "server.port", _SERVER.port, minimum=0) or 0,
-        max_body_bytes=r.integer(s.get("max_body_bytes"), "server.max_body_bytes", _SERVER.max_body_bytes, minimum=1024) or 0,
-        shutdown_grace=r.number(s.get("shutdown_grace"), "server.shutdown_grace", _SERVER.shutdown_grace),
-        max_in_flight=r.integer(s.get("max_in_flight"), "server.max_in_flight", _SERVER.max_in_flight, minimum=1) or _SERVER.max_in_flight,
-    )
-    logging_settings = _logging(r, root.get("logging"))
-    st = r.mapping(root.get("state"), "state", ("backend", "url", "prefix", "timeout", "pool_size", "pool_timeout", "outage_probes"))
-    state = StateSettings(
-        backend=r.string(st.get("backend"), "state.backend", default=_STATE.backend) or _STATE.backend,
-        url=r.string(st.get("url"), "state.url", default=_STATE.url) or _STATE.url,
-        prefix=r.string(st.get("prefix"), "state.prefix", default=_STATE.prefix) or _STATE.prefix,
-        timeout=r.number(st.get("timeout"), "state.timeout", _STATE.timeout, minimum=0.001),
-        pool_size=r.integer(st.get("pool_size"), "state.pool_size", _STATE.pool_size, minimum=1) or _STATE.pool_size,
-        pool_timeout=r.number(st.get("pool_timeout"), "state.pool_timeout", _STATE.pool_timeout, minimum=0.001),
-        outage_probes=r.integer(st.get("outage_probes"), "state.outage_probes", _STATE.outage_probes, minimum=1) or _STATE.outage_probes,
-    )
-    if state.backend not in ("memory", "redis"):
-        r.fail("state.backend", f"unknown backend {state.backend!r}; expected memory or redis")
-    elif state.backend == "redis" and not state.url.startswith(("redis://", "rediss://", "unix://")):
+    read_fields(r, root, _Document, "", exclude=("server", "logging", "state", "ledger"))  # version
+    server = read_section(r, ServerSettings, root.get("server"), "server")
+    logging_settings = read_section(r, LoggingSettings, root.get("logging"), "logging")
+    state = read_section(r, StateSettings, root.get("state"), "state")
+    if state.backend == "redis" and not state.url.startswith(("redis://", "rediss://", "unix://")):
         r.fail("state.url", f"must be a redis:// URL, got {state.url!r}")
-    from router.auth.settings import check_alias_names, parse_auth  # router.auth builds on this module
-
     auth = parse_auth(r, root.get("auth"))
     providers: dict[str, Provider] = {}
     raw_providers = r.mapping(root.get("providers"), "providers")

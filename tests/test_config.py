@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from router.config import ConfigError, load_table, parse_table
 from tests.conftest import PROJECT_ROOT
@@ -142,3 +143,21 @@ def test_check_command_prints_aliases_and_targets():
     assert result.returncode == 0, result.stderr
     assert "chat [chat, completion" in result.stdout
     assert "mock -> mock-chat" in result.stdout
+
+
+def test_new_state_and_server_fields_are_read_and_bounded():
+    base = {"providers": {"m": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}}
+    table = parse_table({**base, "state": {"pool_size": 8, "pool_timeout": 0.5, "outage_probes": 5}, "server": {"max_in_flight": 64}}, "r", {})
+    assert (table.state.pool_size, table.state.pool_timeout, table.state.outage_probes, table.server.max_in_flight) == (8, 0.5, 5, 64)
+    defaults = parse_table(base, "r", {})
+    assert (defaults.state.pool_size, defaults.state.pool_timeout, defaults.state.outage_probes, defaults.state.timeout) == (32, 2.0, 3, 0.25)
+    assert defaults.server.max_in_flight == 1024
+    issues = issues_of({**base, "state": {"pool_size": 0, "outage_probes": 101}, "server": {"max_in_flight": 2_000_000}})
+    assert "must be at least 1" in issues["state.pool_size"]
+    assert "must be at most 100" in issues["state.outage_probes"]
+    assert "must be at most 1000000" in issues["server.max_in_flight"]
+
+
+def test_an_unquoted_on_key_is_named_with_its_remedy():
+    issues = issues_of(yaml.safe_load("providers: {m: {kind: mock}}\nmodels: {chat: {targets: [{provider: m, model: x}], retry: {on: [5xx]}}}\n"))
+    assert "quote it" in issues["models.chat.retry.True"]

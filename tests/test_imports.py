@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("router", "providers")
 
@@ -70,7 +68,6 @@ def test_the_module_graph_has_no_cycle():
     assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
 
 
-@pytest.mark.xfail(strict=True, reason="router.config still reaches router.auth.settings from function bodies; the declared schema removes it")
 def test_no_import_hides_in_a_function_body_or_under_type_checking():
     hidden = []
     for name, tree in modules().items():

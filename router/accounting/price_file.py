@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from router.config import Price
+from router.schema import Price
 
 MILLION = Decimal(1_000_000)
 _FIELDS = {

@@ -28,10 +28,10 @@ from aiohttp import web
 from router.auth.budget import budget_scopes
 from router.auth.keys import Principal, Team, VirtualKey, generate_key, hash_key, key_hint, new_key_id
 from router.auth.settings import KEY_FIELDS, TEAM_FIELDS, check_name, names_alias, parse_key_fields, parse_team
-from router.config import _Reader
 from router.errors import Conflict, InvalidRequest, NotFound
 from router.gateway import Gateway
 from router.keys import GATEWAY
+from router.schema import Reader as _Reader
 
 ADMIN_ROUTES = web.RouteTableDef()  # each handler states its method and path; app.py adds the table
 

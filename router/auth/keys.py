@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from router.config import Limits
+from router.schema import Limits
 
 KEY_PREFIX = "sk-llmr-"
 PERIODS = ("day", "week", "month", "total")

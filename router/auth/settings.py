@@ -37,45 +37,68 @@ from types import MappingProxyType
 from typing import Any
 
 from router.auth.keys import PERIODS, Budget, Team, VirtualKey, hash_key, key_hint
-from router.config import _limits, _Reader
+from router.schema import Limits, Reader, keys_of, object_schema, read_fields, read_section, setting
 from router.secrets import Secret
 
 DEFAULT_PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-AUTH_FIELDS = (
-    "enabled",
-    "allow_remote_without_auth",
-    "public_paths",
-    "cache_ttl",
-    "default_max_output_tokens",
-    "failure_threshold",
-    "teams",
-    "keys",
-)
-TEAM_FIELDS = ("name", "aliases", "limits", "budget", "metadata")
-KEY_FIELDS = ("name", "team", "user", "aliases", "limits", "budget", "expires_at", "metadata")
-CONFIG_KEY_FIELDS = (*KEY_FIELDS, "key", "hash")
+
+
+def _public_paths(r: Reader, value: Any, path: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.startswith("/") for p in value):
+        r.fail(path, "must be a list of paths starting with '/'")
+        return frozenset(DEFAULT_PUBLIC_PATHS)
+    if any(p.startswith("/admin") for p in value):
+        r.fail(path, "/admin paths are always protected by ROUTER_ADMIN_TOKEN and cannot be public")
+    return frozenset(value)
+
+
+def _limits(r: Reader, value: Any, path: str) -> Limits | None:
+    return None if value is None else read_section(r, Limits, value, path)
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    enabled: bool = True
-    allow_remote_without_auth: bool = False
-    public_paths: frozenset[str] = frozenset(DEFAULT_PUBLIC_PATHS)
-    cache_ttl: float = 0.5
-    default_max_output_tokens: int = 4096
-    failure_threshold: int = 10
-    pepper: Secret = field(default_factory=lambda: Secret(""))
+    enabled: bool = setting("false only for local development: the gateway then listens on loopback only", True)
+    allow_remote_without_auth: bool = setting("with auth off, listen beyond loopback anyway (a network boundary protects it)", False)
+    public_paths: frozenset[str] = setting(
+        "paths served without a key (never /admin)",
+        frozenset(DEFAULT_PUBLIC_PATHS),
+        read=_public_paths,
+        schema={"type": "array", "items": {"type": "string", "pattern": "^/"}},
+    )
+    cache_ttl: float = setting(
+        "seconds a replica trusts its cached view of a key (the revocation bound)", 0.5, maximum=1.0, hint="a revoked key must stop everywhere within a second"
+    )
+    default_max_output_tokens: int = setting("output bound for budgets when neither request nor target sets one", 4096, minimum=1)
+    failure_threshold: int = setting("failed attempts per address per minute before responses slow down", 10, minimum=1)
+    pepper: Secret = field(default_factory=lambda: Secret(""))  # ROUTER_KEY_PEPPER, never the file
     # Declared in routes.yaml; admin-created ones live in the store.
-    teams: Mapping[str, Team] = field(default_factory=lambda: MappingProxyType({}))
-    keys_by_hash: Mapping[str, VirtualKey] = field(default_factory=lambda: MappingProxyType({}))
+    teams: Mapping[str, Team] = setting(
+        "name -> a team", factory=lambda: MappingProxyType({}), schema=lambda: _named(object_schema(TeamEntry, exclude=("name",)))
+    )
+    keys_by_hash: Mapping[str, VirtualKey] = setting(
+        "name -> a client key declared here (read-only through the admin API)",
+        factory=lambda: MappingProxyType({}),
+        key="keys",
+        schema=lambda: _named({**object_schema(ConfigKeyEntry), "oneOf": [{"required": ["key"]}, {"required": ["hash"]}]}),
+    )
 
     def secrets(self) -> list[Secret]:
         return [self.pepper] if self.pepper else []
 
 
-def check_name(r: _Reader, value: Any, path: str, *, required: bool = True) -> str | None:
+def _named(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"type": ["object", "null"], "propertyNames": {"pattern": _NAME.pattern}, "additionalProperties": entry}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the ``auth:`` section."""
+    return object_schema(AuthSettings)
+
+
+def check_name(r: Reader, value: Any, path: str, *, required: bool = True) -> str | None:
     name = r.string(value, path, required=required)
     if name is not None and not _NAME.match(name):
         r.fail(path, f"{name!r} is not a valid name: use letters, digits, '.', '_' or '-', at most 64 characters")
@@ -83,7 +106,7 @@ def check_name(r: _Reader, value: Any, path: str, *, required: bool = True) -> s
     return name
 
 
-def _aliases(r: _Reader, value: Any, path: str) -> frozenset[str] | None:
+def _aliases(r: Reader, value: Any, path: str) -> frozenset[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
@@ -92,7 +115,7 @@ def _aliases(r: _Reader, value: Any, path: str) -> frozenset[str] | None:
     return frozenset(value)
 
 
-def _budget(r: _Reader, value: Any, path: str) -> Budget | None:
+def _budget(r: Reader, value: Any, path: str) -> Budget | None:
     if value is None:
         return None
     data = r.mapping(value, path, ("usd", "period"))
@@ -116,7 +139,7 @@ def _budget(r: _Reader, value: Any, path: str) -> Budget | None:
     return Budget(int(micro), period)
 
 
-def _metadata(r: _Reader, value: Any, path: str) -> Mapping[str, str]:
+def _metadata(r: Reader, value: Any, path: str) -> Mapping[str, str]:
     data = r.mapping(value, path)
     out: dict[str, str] = {}
     for k, v in data.items():
@@ -127,7 +150,7 @@ def _metadata(r: _Reader, value: Any, path: str) -> Mapping[str, str]:
     return MappingProxyType(out)
 
 
-def _expiry(r: _Reader, value: Any, path: str) -> float | None:
+def _expiry(r: Reader, value: Any, path: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime):  # YAML reads an unquoted timestamp as one
@@ -147,55 +170,90 @@ def _expiry(r: _Reader, value: Any, path: str) -> float | None:
     return None
 
 
-def parse_team(r: _Reader, name: str, data: dict[str, Any], path: str, source: str) -> Team:
-    return Team(
-        name=name,
-        aliases=_aliases(r, data.get("aliases"), f"{path}.aliases"),
-        limits=_limits(r, data.get("limits"), f"{path}.limits"),
-        budget=_budget(r, data.get("budget"), f"{path}.budget"),
-        metadata=_metadata(r, data.get("metadata"), f"{path}.metadata"),
-        source=source,
+_ALIASES_SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_BUDGET_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "usd": {"description": "the budget in US dollars per period (at most 6 decimals)", "type": ["number", "string"], "minimum": 0},
+        "period": {"description": "calendar period in UTC; total never resets", "enum": list(PERIODS), "default": "month"},
+    },
+    "required": ["usd"],
+    "additionalProperties": False,
+}
+
+
+def _team_name(r: Reader, value: Any, path: str) -> str | None:
+    return check_name(r, value, path, required=False)
+
+
+def _optional_string(r: Reader, value: Any, path: str) -> str | None:
+    return r.string(value, path)
+
+
+@dataclass(frozen=True, slots=True)
+class TeamEntry:
+    """A team as routes.yaml (auth.teams.<name>) and POST /admin/teams write it: a declaration only (the record is keys.Team)."""
+
+    name: str = setting("the team's name (in routes.yaml, the mapping key)", "", schema={"type": "string", "pattern": _NAME.pattern})
+    aliases: frozenset[str] | None = setting("aliases its keys may call; omit it to allow every alias", None, read=_aliases, schema=_ALIASES_SCHEMA)
+    limits: Limits | None = setting("rpm, tpm and concurrency shared by the team's keys", None, read=_limits, schema=lambda: object_schema(Limits))
+    budget: Budget | None = setting("USD per period for the whole team", None, read=_budget, schema=_BUDGET_SCHEMA)
+    metadata: Mapping[str, str] = setting(
+        "labels copied onto every usage record",
+        factory=lambda: MappingProxyType({}),
+        read=_metadata,
+        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
     )
 
 
-def parse_key_fields(r: _Reader, data: dict[str, Any], path: str, *, key_id: str, key_hash: str, hint: str, source: str) -> VirtualKey:
-    prefix = f"{path}." if path else ""
-    return VirtualKey(
-        id=key_id,
-        key_hash=key_hash,
-        name=r.string(data.get("name"), f"{prefix}name", default="") or "",
-        team=check_name(r, data.get("team"), f"{prefix}team", required=False),
-        user=r.string(data.get("user"), f"{prefix}user"),
-        aliases=_aliases(r, data.get("aliases"), f"{prefix}aliases"),
-        limits=_limits(r, data.get("limits"), f"{prefix}limits"),
-        budget=_budget(r, data.get("budget"), f"{prefix}budget"),
-        expires_at=_expiry(r, data.get("expires_at"), f"{prefix}expires_at"),
-        metadata=_metadata(r, data.get("metadata"), f"{prefix}metadata"),
-        hint=hint,
-        source=source,
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """A client key as POST /admin/keys writes it: a declaration only (the record is keys.VirtualKey)."""
+
+    name: str = setting("a label for people", "")
+    team: str | None = setting("the team it belongs to", None, read=_team_name, schema={"type": ["string", "null"], "pattern": _NAME.pattern})
+    user: str | None = setting("the user it is for, on every usage record", None, read=_optional_string, schema={"type": ["string", "number", "null"]})
+    aliases: frozenset[str] | None = setting("aliases it may call; omit it to allow every alias", None, read=_aliases, schema=_ALIASES_SCHEMA)
+    limits: Limits | None = setting("rpm, tpm and concurrency for this key", None, read=_limits, schema=lambda: object_schema(Limits))
+    budget: Budget | None = setting("USD per period for this key", None, read=_budget, schema=_BUDGET_SCHEMA)
+    expires_at: float | None = setting(
+        "ISO 8601 time like 2027-01-01T00:00:00Z, or unix seconds", None, read=_expiry, schema={"type": ["string", "number", "null"]}
+    )
+    metadata: Mapping[str, str] = setting(
+        "labels copied onto every usage record",
+        factory=lambda: MappingProxyType({}),
+        read=_metadata,
+        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
     )
 
 
-def parse_auth(r: _Reader, raw: Any) -> AuthSettings:
-    data = r.mapping(raw, "auth", AUTH_FIELDS)
-    defaults = AuthSettings()
-    enabled = data.get("enabled", True)
-    if not isinstance(enabled, bool):
-        r.fail("auth.enabled", f"must be true or false, got {enabled!r}")
-        enabled = True
-    remote = data.get("allow_remote_without_auth", False)
-    if not isinstance(remote, bool):
-        r.fail("auth.allow_remote_without_auth", f"must be true or false, got {remote!r}")
-        remote = False
-    public = data.get("public_paths", list(DEFAULT_PUBLIC_PATHS))
-    if not isinstance(public, list) or not all(isinstance(p, str) and p.startswith("/") for p in public):
-        r.fail("auth.public_paths", "must be a list of paths starting with '/'")
-        public = list(DEFAULT_PUBLIC_PATHS)
-    if any(p.startswith("/admin") for p in public):
-        r.fail("auth.public_paths", "/admin paths are always protected by ROUTER_ADMIN_TOKEN and cannot be public")
-    cache_ttl = r.number(data.get("cache_ttl"), "auth.cache_ttl", defaults.cache_ttl)
-    if cache_ttl > 1.0:
-        r.fail("auth.cache_ttl", f"must be at most 1 second (a revoked key must stop everywhere within a second), got {cache_ttl}")
+@dataclass(frozen=True, slots=True)
+class ConfigKeyEntry(KeyEntry):
+    """A client key declared in routes.yaml (auth.keys.<name>): exactly one of key or hash."""
+
+    key: str | None = setting("the key itself, from the environment: ${CI_BOT_KEY} (at least 16 characters)", None, schema={"type": ["string", "null"]})
+    hash: str | None = setting(
+        "HMAC-SHA256(pepper, key) in hex, from `llm-router keys hash`", None, schema={"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"}
+    )
+
+
+TEAM_FIELDS = keys_of(TeamEntry)
+KEY_FIELDS = keys_of(KeyEntry)
+CONFIG_KEY_FIELDS = keys_of(ConfigKeyEntry)
+
+
+def parse_team(r: Reader, name: str, data: dict[str, Any], path: str, source: str) -> Team:
+    return Team(name=name, **read_fields(r, data, TeamEntry, path, exclude=("name",)), source=source)
+
+
+def parse_key_fields(r: Reader, data: dict[str, Any], path: str, *, key_id: str, key_hash: str, hint: str, source: str) -> VirtualKey:
+    values = read_fields(r, data, KeyEntry, path)
+    return VirtualKey(id=key_id, key_hash=key_hash, **values, hint=hint, source=source)
+
+
+def parse_auth(r: Reader, raw: Any) -> AuthSettings:
+    data = r.mapping(raw, "auth", keys_of(AuthSettings))
+    values = read_fields(r, data, AuthSettings, "auth")
     pepper = r.env.get("ROUTER_KEY_PEPPER", "")
 
     teams: dict[str, Team] = {}
@@ -232,21 +290,7 @@ def parse_auth(r: _Reader, raw: Any) -> AuthSettings:
             r.fail(path, f"has the same key as auth.keys.{keys[key_hash].id[4:]}")
         keys[key_hash] = key
 
-    return AuthSettings(
-        enabled=enabled,
-        allow_remote_without_auth=remote,
-        public_paths=frozenset(public),
-        cache_ttl=cache_ttl,
-        default_max_output_tokens=r.integer(
-            data.get("default_max_output_tokens"), "auth.default_max_output_tokens", defaults.default_max_output_tokens, minimum=1
-        )
-        or defaults.default_max_output_tokens,
-        failure_threshold=r.integer(data.get("failure_threshold"), "auth.failure_threshold", defaults.failure_threshold, minimum=1)
-        or defaults.failure_threshold,
-        pepper=Secret(pepper),
-        teams=MappingProxyType(teams),
-        keys_by_hash=MappingProxyType(keys),
-    )
+    return AuthSettings(**values, pepper=Secret(pepper), teams=MappingProxyType(teams), keys_by_hash=MappingProxyType(keys))
 
 
 def is_loopback(host: str) -> bool:
@@ -273,7 +317,7 @@ def names_alias(name: str, alias_names: Collection[str]) -> bool:
     return name in alias_names or any(a.endswith("*") and name.startswith(a[:-1]) and len(name) >= len(a) for a in alias_names)
 
 
-def check_alias_names(r: _Reader, auth: AuthSettings, alias_names: Collection[str]) -> None:
+def check_alias_names(r: Reader, auth: AuthSettings, alias_names: Collection[str]) -> None:
     """An allowed alias that names nothing is a typo that would lock its key out; say so at load."""
     entries = [(f"auth.teams.{t.name}.aliases", t.aliases) for t in auth.teams.values()]
     entries += [(f"auth.keys.{k.id.removeprefix('cfg_')}.aliases", k.aliases) for k in auth.keys_by_hash.values()]
