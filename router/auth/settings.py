@@ -190,6 +190,16 @@ def _optional_string(r: Reader, value: Any, path: str) -> str | None:
     return r.string(value, path)
 
 
+def _metadata_setting() -> Any:
+    """A team's and a key's ``metadata``: the same field, declared once."""
+    return setting(
+        "labels copied onto every usage record",
+        factory=lambda: MappingProxyType({}),
+        read=_metadata,
+        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TeamEntry:
     """A team as routes.yaml (auth.teams.<name>) and POST /admin/teams write it: a declaration only (the record is keys.Team)."""
@@ -198,12 +208,7 @@ class TeamEntry:
     aliases: frozenset[str] | None = setting("aliases its keys may call; omit it to allow every alias", None, read=_aliases, schema=_ALIASES_SCHEMA)
     limits: Limits | None = setting("rpm, tpm and concurrency shared by the team's keys", None, read=_limits, schema=lambda: object_schema(Limits))
     budget: Budget | None = setting("USD per period for the whole team", None, read=_budget, schema=_BUDGET_SCHEMA)
-    metadata: Mapping[str, str] = setting(
-        "labels copied onto every usage record",
-        factory=lambda: MappingProxyType({}),
-        read=_metadata,
-        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
-    )
+    metadata: Mapping[str, str] = _metadata_setting()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,12 +224,7 @@ class KeyEntry:
     expires_at: float | None = setting(
         "ISO 8601 time like 2027-01-01T00:00:00Z, or unix seconds", None, read=_expiry, schema={"type": ["string", "number", "null"]}
     )
-    metadata: Mapping[str, str] = setting(
-        "labels copied onto every usage record",
-        factory=lambda: MappingProxyType({}),
-        read=_metadata,
-        schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
-    )
+    metadata: Mapping[str, str] = _metadata_setting()
 
 
 @dataclass(frozen=True, slots=True)
