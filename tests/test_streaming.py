@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import aiohttp
+import orjson
 
 from tests.conftest import provider_entry, wait_for
 from tests.fakes.upstream import Behaviour
@@ -145,3 +146,34 @@ async def test_text_completion_stream_through_interactive(make_upstream, start_g
     text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1] if json.loads(e)["choices"])
     assert text == "Hello from interactive"
     await wait_for(lambda: up.received)
+
+
+async def test_a_streaming_client_that_leaves_gives_one_499_line_and_no_traceback(spawn_gateway):
+    config = {"logging": {"level": "info", "format": "json"}, "providers": {"m": {"kind": "mock", "options": {"chunk_delay_ms": 20, "completion_tokens": 200}}}}
+    config["models"] = {"chat": {"targets": [{"provider": "m", "model": "x"}]}}
+    gp = await spawn_gateway(config)
+    for i in range(5):  # leaving at different points of the stream, the last ones right at its start
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            async with s.post(gp.url + "/v1/chat/completions", json=body, headers={"x-request-id": f"leaver-{i}"}) as r:
+                assert r.status == 200
+                await r.content.readany()
+                for _ in range(4 - i):
+                    await r.content.readany()
+            # leaving the block closes the connection with the stream still running
+
+    def lines() -> list[dict]:
+        found = []
+        for line in gp.output:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and str(record.get("request_id", "")).startswith("leaver-"):
+                found.append(record)
+        return found
+
+    await wait_for(lambda: len(lines()) == 5, timeout=10)
+    assert sorted((r["request_id"], r["status"]) for r in lines()) == [(f"leaver-{i}", 499) for i in range(5)]
+    output = "\n".join(gp.output)
+    assert "Traceback" not in output and "unhandled error" not in output
