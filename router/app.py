@@ -53,7 +53,10 @@ def error_response(exc: GatewayError, request_id: str | None) -> web.Response:
     headers = dict(exc.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return web.Response(status=exc.status, body=exc.to_body(), content_type="application/json", headers=headers)
+    response = web.Response(status=exc.status, body=exc.to_body(), content_type="application/json", headers=headers)
+    if exc.closes_connection:
+        response.force_close()
+    return response
 
 
 @web.middleware

@@ -216,6 +216,12 @@ class ServerSettings:
     max_body_bytes: int = setting("largest request body; larger ones get a 413", 4 * 1024 * 1024, minimum=1024)
     shutdown_grace: float = setting("seconds requests in flight may take to finish after SIGTERM", 30.0)
     max_in_flight: int = setting("client requests one process handles at once; beyond it, 503 overloaded with Retry-After", 1024, minimum=1, maximum=1_000_000)
+    max_response_bytes: int = setting(
+        "largest whole (non-streamed) upstream answer read; a larger one fails that attempt (502 response_too_large); streams are not capped",
+        8 * 1024 * 1024,
+        minimum=1024,
+    )
+    body_timeout: float = setting("seconds a client may take to send its request body; a slower one gets 408 and is closed", 30.0, minimum=0.01)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

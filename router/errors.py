@@ -3,6 +3,7 @@
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── BodyTooLarge              413
+    │   ├── BodyTimeout               408 request_timeout (a body sent slower than server.body_timeout)
     │   ├── UnknownModel              404 model_not_found
     │   ├── OverPriceCeiling          400 price_ceiling_exceeded (every candidate above max_price)
     │   ├── ConfigRejected            422 invalid_config (POST /admin/reload with a file `check` refuses)
@@ -19,6 +20,7 @@
     │   ├── UpstreamStatusError       non-2xx answer; retryable for 408/429/5xx/401/403
     │   │   └── UpstreamClientError   400/404/413/422: the caller's fault, returned as is
     │   └── UpstreamProtocolError     answer we could not read: retryable
+    │       └── UpstreamTooLarge      a whole answer over server.max_response_bytes (502 response_too_large)
     ├── TargetUnavailable             skipped before any I/O (circuit open, cooldown, over limit)
     ├── LedgerNotConfigured           404 /v1/usage on a gateway with no queryable sink
     ├── LedgerUnavailable             503 the usage sink did not answer a query
@@ -46,7 +48,7 @@ import orjson
 
 from router.outcome import HealthEffect
 
-_TABLE_FIELDS = ("status", "type", "code", "retryable", "retry_on", "health", "reason")
+_TABLE_FIELDS = ("status", "type", "code", "retryable", "retry_on", "health", "reason", "closes_connection")
 
 
 class GatewayError(Exception):
@@ -58,6 +60,7 @@ class GatewayError(Exception):
     health: HealthEffect = HealthEffect.NEUTRAL  # a gateway-side error says nothing about the target
     reason: str = "error"  # a short phrase for traces and logs
     retry_after: float | None = None  # seconds the upstream asked us to wait
+    closes_connection: bool = False  # the answer ends the client's connection (it may still be sending)
 
     def __init_subclass__(cls, **data: Any) -> None:
         """A subclass states its row of the error table in its header: ``class X(GatewayError, status=404, code="...")``."""
@@ -158,6 +161,14 @@ class UpstreamTimeout(UpstreamError, status=504, code="upstream_timeout", reason
 
 class UpstreamProtocolError(UpstreamError, reason="protocol"):
     """An answer we could not read: retried like a 5xx."""
+
+
+class UpstreamTooLarge(UpstreamProtocolError, code="response_too_large", reason="response too large"):
+    """A whole answer over server.max_response_bytes: read no further, the next candidate is tried."""
+
+
+class BodyTimeout(InvalidRequest, status=408, code="request_timeout", closes_connection=True):
+    """The client sent its body slower than server.body_timeout allows."""
 
 
 # Statuses where another target (or a later try) may well succeed.  401/403

@@ -31,6 +31,7 @@ class Gateway:
     def __init__(self, table: RouteTable) -> None:
         self.table = table
         self.transport = Transport()
+        self.transport.follow(table.server)
         self.ready = False
         self.in_flight = 0  # client requests being handled now (app.overload_middleware)
         self.overloaded = 0  # requests refused because in_flight had reached server.max_in_flight
@@ -47,6 +48,7 @@ class Gateway:
     def swap_table(self, table: RouteTable) -> None:
         """Atomically replace the route table; requests in flight keep the one they started with."""
         self.table = table
+        self.transport.follow(table.server)
 
     def account(self, record: RequestRecord) -> None:
         for listener in self.record_listeners:

@@ -37,10 +37,11 @@ from providers.base import BadAnswer, ResponseContext, StreamTranslator
 from router.accounting.estimate import answer_text, estimate_usage
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
 from router.auth.admission import Admission
-from router.config import RouteTable
+from router.config import RouteTable, ServerSettings
 from router.errors import (
     AllCandidatesFailed,
     AuthUnavailable,
+    BodyTimeout,
     BodyTooLarge,
     GatewayError,
     TargetUnavailable,
@@ -79,12 +80,16 @@ async def handle_completion(request: web.Request, op: Operation) -> web.StreamRe
     return await Exchange(request, op).run()
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, server: ServerSettings) -> bytes:
+    limit = server.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(f"the request body is {length} bytes; this gateway accepts at most {limit}")
     try:
-        body = await request.read()
+        async with asyncio.timeout(server.body_timeout):  # a client trickling its body must not hold a connection
+            body = await request.read()
+    except TimeoutError:
+        raise BodyTimeout(f"the request body took longer than {server.body_timeout:g} s to arrive") from None
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"the request body is over {limit} bytes") from None
     if len(body) > limit:
@@ -136,7 +141,7 @@ class Exchange:
             self.account()
 
     async def handle(self) -> web.StreamResponse:
-        raw = await read_body(self.request, self.table.server.max_body_bytes)
+        raw = await read_body(self.request, self.table.server)
         self._req = parse_request(self.op, raw, self.record.request_id)
         describe_request(self.record, self._req, self.request, self.table)
         allowed = self.admission.allowed(self.table, self._req, self.candidates())

@@ -11,17 +11,61 @@ close Redis and the upstream sessions (``Gateway.stop``, via cleanup_ctx).
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import LineTooLong
 
 from router.app import create_app
 from router.auth.settings import unsafe_listen
 from router.config import ConfigError, RouteTable
+from router.errors import InvalidRequest
 from router.gateway import Gateway
 from router.keys import GATEWAY, RELOADER
 from router.reload import Reloader
+
+PROTOCOL_LOG = logging.getLogger("router.http")
+
+
+class JsonErrorHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, answering what it cannot parse in OpenAI's error shape.
+
+    A request aiohttp cannot read (a 100 KB header, 2,000 headers, a long
+    request line, bad chunk framing, Content-Length with Transfer-Encoding)
+    never reaches a handler or a middleware; aiohttp answers it here, with a
+    text/plain page and a traceback in the log.  This answers it as JSON with
+    the status the problem deserves (431 for headers, 414 for the request
+    line, else 400) and logs one line, no traceback.
+    """
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had begun; the connection is closed instead")
+        status, text = _protocol_status(status, exc)
+        PROTOCOL_LOG.info("could not read a request from %s: %s (%d)", request.remote, text, status)
+        error = InvalidRequest(f"the request could not be read: {text}", code="bad_request" if status == 400 else "request_too_large")
+        response = web.Response(status=status, body=error.to_body(), content_type="application/json")
+        response.force_close()
+        return response
+
+
+def _protocol_status(status: int, exc: BaseException | None) -> tuple[int, str]:
+    if status >= 500:  # not a parse error: a bug, said without its details
+        return 500, "the gateway failed to handle this request; it has been logged"
+    if isinstance(exc, LineTooLong):
+        return 431, "the request line or a header is too long"
+    text = getattr(exc, "message", None) or str(exc or "") or "bad request"
+    if "too many headers" in text.lower():
+        return 431, "too many request headers"
+    return 400, text[:200]
+
+
+class JsonErrorServer(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
 @dataclass
@@ -65,8 +109,12 @@ async def start_server(
     if refusal is not None:
         raise ConfigError(table.source, [("auth.enabled", refusal)])
     app = create_app(table)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=table.server.shutdown_grace)
+    # lingering_time: after answering a request whose body never came, how long aiohttp still reads
+    # it before closing; short, or a client trickling its body holds the connection past body_timeout.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=table.server.shutdown_grace, lingering_time=1.0)
     await runner.setup()
+    assert runner.server is not None
+    runner.server.__class__ = JsonErrorServer  # aiohttp has no hook for its protocol-level error page
     site: web.BaseSite
     if sock is not None:
         site = web.SockSite(runner, sock)

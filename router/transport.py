@@ -19,8 +19,8 @@ import aiohttp
 from providers import ADAPTERS
 from providers.base import UpstreamCall
 from providers.mock import MockUpstream
-from router.config import Provider
-from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from router.config import Provider, ServerSettings
+from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 from router.sse import iter_event_batches
 
 
@@ -44,23 +44,37 @@ def _describe(provider: Provider, exc: BaseException) -> str:
 
 
 class HttpResponse:
-    __slots__ = ("_response", "_provider", "status", "headers")
+    __slots__ = ("_response", "_provider", "_limit", "status", "headers")
 
-    def __init__(self, response: aiohttp.ClientResponse, provider: Provider) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, provider: Provider, limit: int) -> None:
         self._response = response
         self._provider = provider
+        self._limit = limit  # server.max_response_bytes: a whole answer is held in memory, so it is bounded
         self.status = response.status
         self.headers = response.headers
 
     async def read(self) -> bytes:
         try:
-            return await self._response.read()
+            return await self._read_bounded()
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self._provider.name}: timed out reading the answer") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(_describe(self._provider, exc)) from exc
         finally:
             self._response.release()
+
+    async def _read_bounded(self) -> bytes:
+        limit, length = self._limit, self._response.content_length
+        if length is not None and length > limit:
+            self._response.close()
+            raise UpstreamTooLarge(f"{self._provider.name}: its answer is {length} bytes; server.max_response_bytes is {limit}")
+        body = bytearray()
+        async for chunk in self._response.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                self._response.close()  # read no further: the rest of the answer is never held
+                raise UpstreamTooLarge(f"{self._provider.name}: its answer is over server.max_response_bytes ({limit} bytes)")
+        return bytes(body)
 
     async def event_batches(self) -> AsyncIterator[list[bytes]]:
         try:
@@ -94,6 +108,7 @@ class HttpCarrier:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self.max_response_bytes = 8 * 1024 * 1024  # the live table's server.max_response_bytes (Transport.follow)
 
     @property
     def is_open(self) -> bool:
@@ -128,7 +143,7 @@ class HttpCarrier:
             raise UpstreamConnectError(_describe(provider, exc)) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(_describe(provider, exc)) from exc
-        return HttpResponse(response, provider)
+        return HttpResponse(response, provider, self.max_response_bytes)
 
 
 class MockCarrier:
@@ -156,7 +171,12 @@ class Transport:
     """Every carrier, by name; a call goes out on the one its provider's adapter names."""
 
     def __init__(self) -> None:
-        self.carriers: dict[str, Carrier] = {"http": HttpCarrier(), "mock": MockCarrier()}
+        self.http = HttpCarrier()
+        self.carriers: dict[str, Carrier] = {"http": self.http, "mock": MockCarrier()}
+
+    def follow(self, server: ServerSettings) -> None:
+        """Take the limits of a (new) route table."""
+        self.http.max_response_bytes = server.max_response_bytes
 
     def register(self, name: str, carrier: Carrier) -> None:
         self.carriers[name] = carrier

@@ -8,6 +8,7 @@ stream event that is not JSON, fails over (or is a 502), never a garbage
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from decimal import Decimal
 from typing import Any
@@ -120,3 +121,68 @@ async def test_nonsense_usage_is_a_200_charged_by_estimate_with_a_finite_cost(ma
     assert estimated == 1 and 0 <= Decimal(cost) < 10**6 and 0 <= prompt < 10**6
     async with aiohttp.ClientSession() as s, s.get(gw.url + "/metrics") as r:
         assert 'llm_router_upstream_usage_rejected_total{provider="bad"} 1.0' in await r.text()
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", 431),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(2000)) + b"\r\n", 431),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"k" * 60_000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n", 400),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
+    ],
+    ids=["100KB-header", "2000-headers", "60KB-authorization", "long-request-line", "bad-chunk-framing", "length-and-chunked"],
+)
+async def test_what_aiohttp_cannot_parse_is_answered_in_openai_shape_with_one_log_line(spawn_gateway, request_bytes, status):
+    gp = await spawn_gateway({"providers": {"m": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}})
+    got, body = await raw_exchange(gp.port, request_bytes)
+    assert got == status
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"].startswith("the request could not be read")
+    await wait_for(lambda: any("could not read a request" in line for line in gp.output))
+    assert "Traceback" not in "\n".join(gp.output)
+
+
+async def test_a_client_trickling_its_body_gets_408_after_the_body_timeout(start_gateway):
+    gw = await start_gateway(
+        {"server": {"body_timeout": 0.3}, "providers": {"m": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}}
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model"')
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    body = await reader.readexactly(length)
+    assert head.startswith(b"HTTP/1.1 408")
+    assert orjson.loads(body)["error"]["code"] == "request_timeout"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection is closed: it holds nothing more
+    writer.close()
+
+
+async def test_an_upstream_answer_over_the_cap_is_a_502_and_a_long_stream_still_streams(make_upstream, start_gateway):
+    huge = await make_upstream("openai")
+    huge.default = Behaviour(raw=b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "' + b"x" * (3 * 1024 * 1024) + b'"}}]}')
+    gw = await start_gateway(
+        {
+            "server": {"max_response_bytes": 1024 * 1024},
+            "providers": {"huge": provider_entry(huge)},
+            "models": {"chat": {"targets": [{"provider": "huge", "model": "h"}]}},
+        }
+    )
+    status, _, body = await post(gw.url, CHAT)
+    assert status == 502 and b"max_response_bytes" in body
+    huge.default = Behaviour(text="y" * 50_000)  # a stream is relayed as it comes, whatever its length
+    status, _, body = await post(gw.url, {**CHAT, "stream": True})
+    assert status == 200 and body.count(b"y") >= 50_000 and body.rstrip().endswith(b"[DONE]")
