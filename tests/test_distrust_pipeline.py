@@ -171,18 +171,18 @@ async def test_a_client_trickling_its_body_gets_408_after_the_body_timeout(start
     writer.close()
 
 
-async def test_an_upstream_answer_over_the_cap_is_a_502_and_a_long_stream_still_streams(make_upstream, start_gateway):
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
+async def test_a_48_mib_upstream_answer_is_a_502_with_bounded_memory_and_a_long_stream_still_streams(make_upstream, spawn_gateway):
     huge = await make_upstream("openai")
-    huge.default = Behaviour(raw=b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "' + b"x" * (3 * 1024 * 1024) + b'"}}]}')
-    gw = await start_gateway(
-        {
-            "server": {"max_response_bytes": 1024 * 1024},
-            "providers": {"huge": provider_entry(huge)},
-            "models": {"chat": {"targets": [{"provider": "huge", "model": "h"}]}},
-        }
-    )
-    status, _, body = await post(gw.url, CHAT)
+    huge.default = Behaviour(raw=b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "' + b"x" * (48 * 1024 * 1024) + b'"}}]}')
+    gp = await spawn_gateway({"providers": {"huge": provider_entry(huge)}, "models": {"chat": {"targets": [{"provider": "huge", "model": "h"}]}}})
+    status, _, body = await post(gp.url, CHAT)
     assert status == 502 and b"max_response_bytes" in body
+    assert peak_rss_mb(gp.proc.pid) < 120  # the default cap is 8 MiB: the rest of the answer is never held
     huge.default = Behaviour(text="y" * 50_000)  # a stream is relayed as it comes, whatever its length
-    status, _, body = await post(gw.url, {**CHAT, "stream": True})
+    status, _, body = await post(gp.url, {**CHAT, "stream": True})
     assert status == 200 and body.count(b"y") >= 50_000 and body.rstrip().endswith(b"[DONE]")
