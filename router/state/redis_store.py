@@ -358,6 +358,7 @@ class RedisStore(StateStore):
         self._known: dict[str, Claim] = {}
         self._refreshing = False
         self._prober: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- keys -------------------------------------------------------------------
 
@@ -424,6 +425,8 @@ class RedisStore(StateStore):
         self._wake_prober()
 
     def _wake_prober(self) -> None:
+        if self._closing:  # shutting down: what is kept now is sent by close(), or not at all
+            return
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe())
 
@@ -599,6 +602,7 @@ class RedisStore(StateStore):
         return {claim.target: _state(row, claim, now, skew) for claim, row in zip(claims, result[1:], strict=True)}
 
     async def close(self) -> None:
+        self._closing = True
         if self._kept and not self.degraded:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
