@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from bench.features import BENCH_KEY
+from bench.gateway import BENCH_ENV, Process, delete_prefix
 from bench.load import run_wrk
-from bench.run import _delete_prefix, _spawn, _stop, _wait_ready, json_body
+from bench.run import json_body
+from bench.scenarios import BENCH_KEY
 from bench.upstream import ensure_tools, free_port
 
 PRICE = {"input": 1, "output": 2}
@@ -49,15 +50,15 @@ def measure(label: str, config: dict[str, Any], workdir: Path, args: argparse.Na
     path.write_text(yaml.safe_dump({**config, "logging": {"level": log_level}}))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _spawn([sys.executable, "-m", "router", "serve", "--config", str(path), "--port", str(port)], workdir / f"{path.stem}.log")
+    proc = Process.spawn([sys.executable, "-m", "router", "serve", "--config", str(path), "--port", str(port)], workdir / f"{path.stem}.log", url, BENCH_ENV)
     try:
-        _wait_ready(url, proc, workdir / f"{path.stem}.log")
+        proc.wait_ready()
         body = json_body("bench")
         auth = f"Bearer {BENCH_KEY}"
         run_wrk(url + "/v1/chat/completions", body, connections=args.connections, seconds=1, authorization=auth)  # warm-up
         result = run_wrk(url + "/v1/chat/completions", body, connections=args.connections, seconds=args.seconds, authorization=auth)
     finally:
-        _stop(proc)
+        proc.stop()
     if result.non_2xx or result.socket_errors:
         raise SystemExit(f"bench.ablation: {label}: {result.non_2xx} non-2xx, {result.socket_errors} socket errors")
     return result.rps
@@ -88,7 +89,7 @@ def main() -> None:
                 base = base or rps
                 print(f"{label:24s} {rps:8.0f}  {rps / base:6.2f}", flush=True)
     finally:
-        _delete_prefix(args.redis_url, prefix)
+        delete_prefix(args.redis_url, prefix)
 
 
 if __name__ == "__main__":

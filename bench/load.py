@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import uvloop
 
 POST_LUA = Path(__file__).with_name("post.lua")
 
@@ -36,8 +37,13 @@ class WrkResult:
     non_2xx: int  # wrk's "status errors": answers with status >= 400
     socket_errors: int  # connect + read + write errors and timeouts
 
+    @property
+    def ok_rps(self) -> float:
+        """Answers below 400 per second: a fast 503 is not throughput."""
+        return round((self.requests - self.non_2xx) / self.seconds, 1) if self.seconds else 0.0
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "ok_rps": self.ok_rps}
 
 
 def run_wrk(url: str, body: bytes, *, connections: int, seconds: float, authorization: str = "", threads: int = 1) -> WrkResult:
@@ -101,6 +107,7 @@ class StreamResult:
 class StreamTarget:
     url: str
     body: bytes
+    authorization: str = ""
     ttfc: list[float] = field(default_factory=list)
     chunks: int = 0
     streams: int = 0
@@ -119,8 +126,9 @@ class StreamTarget:
         )
 
 
-async def _one_stream(session: aiohttp.ClientSession, target: StreamTarget, headers: dict[str, str]) -> tuple[float, int] | None:
+async def _one_stream(session: aiohttp.ClientSession, target: StreamTarget) -> tuple[float, int] | None:
     """(seconds to the first content chunk, content chunks seen), or None after counting an error."""
+    headers = {"Content-Type": "application/json", **({"Authorization": target.authorization} if target.authorization else {})}
     started = time.perf_counter()
     first = 0.0
     chunks = 0
@@ -141,10 +149,7 @@ async def _one_stream(session: aiohttp.ClientSession, target: StreamTarget, head
     return first, chunks
 
 
-async def _drive_streams(
-    targets: dict[str, StreamTarget], authorization: str, latency_streams: int, load_streams: int, concurrency: int, rounds: int, budget_s: float
-) -> None:
-    headers = {"Content-Type": "application/json", **({"Authorization": authorization} if authorization else {})}
+async def _drive_streams(targets: dict[str, StreamTarget], latency_streams: int, load_streams: int, concurrency: int, rounds: int, budget_s: float) -> None:
     started = time.monotonic()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         # Time to first chunk: one stream at a time, nothing queued in front of it, the targets taking turns.
@@ -152,7 +157,7 @@ async def _drive_streams(
             if time.monotonic() - started >= budget_s / 2:
                 break
             for target in targets.values():
-                timing = await _one_stream(session, target, headers)
+                timing = await _one_stream(session, target)
                 if timing is not None:
                     target.ttfc.append(timing[0])
         # Chunks per second: ``concurrency`` streams in flight, in rounds that alternate between targets.
@@ -160,17 +165,17 @@ async def _drive_streams(
         round_budget = (budget_s - (time.monotonic() - started)) / (rounds * len(targets))
         for _ in range(rounds):
             for target in targets.values():
-                await _stream_load(session, target, headers, per_round, concurrency, time.monotonic() + max(round_budget, 0.5))
+                await _stream_load(session, target, per_round, concurrency, time.monotonic() + max(round_budget, 0.5))
 
 
-async def _stream_load(session: aiohttp.ClientSession, target: StreamTarget, headers: dict[str, str], streams: int, concurrency: int, deadline: float) -> None:
+async def _stream_load(session: aiohttp.ClientSession, target: StreamTarget, streams: int, concurrency: int, deadline: float) -> None:
     remaining = streams
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0 and time.monotonic() < deadline:
             remaining -= 1
-            timing = await _one_stream(session, target, headers)
+            timing = await _one_stream(session, target)
             if timing is not None:
                 target.chunks += timing[1]
                 target.streams += 1
@@ -181,18 +186,15 @@ async def _stream_load(session: aiohttp.ClientSession, target: StreamTarget, hea
 
 
 def run_streams(
-    targets: dict[str, tuple[str, bytes]],
+    targets: dict[str, tuple[str, bytes, str]],
     *,
-    authorization: str = "",
     latency_streams: int = 200,
     load_streams: int = 1000,
     concurrency: int = 16,
     rounds: int = 1,
     budget_s: float = 60.0,
 ) -> dict[str, StreamResult]:
-    """Both stream figures for every target, bounded by stream counts and by ``budget_s`` in all."""
-    import uvloop
-
-    state = {name: StreamTarget(url, body) for name, (url, body) in targets.items()}
-    uvloop.run(_drive_streams(state, authorization, latency_streams, load_streams, concurrency, rounds, budget_s))
+    """Both stream figures for every target (url, body, Authorization header or ""), bounded by stream counts and by ``budget_s`` in all."""
+    state = {name: StreamTarget(url, body, authorization) for name, (url, body, authorization) in targets.items()}
+    uvloop.run(_drive_streams(state, latency_streams, load_streams, concurrency, rounds, budget_s))
     return {name: target.result() for name, target in state.items()}

@@ -1,8 +1,8 @@
 """Where the gateway's time goes: py-spy samples it while wrk drives it.
 
-    python -m bench.profile [--upstream nginx|mock] [--stream] [--seconds 15]
+    python -m bench.profile [--scenario company|lean] [--upstream nginx|mock] [--stream] [--seconds 15]
 
-The gateway runs as in the benchmark (``bench.features``); py-spy (PyPI,
+The gateway runs one of the benchmark's scenarios (bench/scenarios.py); py-spy (PyPI,
 installed on first use) records its stacks in collapsed form, and the
 summary prints the functions with the most samples, inclusive and self,
 so a change to the hot path can be judged before and after.
@@ -20,11 +20,10 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
-from bench.features import BENCH_KEY, gateway_config
+from bench.gateway import PROJECT_ROOT, Process, delete_prefix, start_gateway
 from bench.load import run_streams, run_wrk
-from bench.run import PROJECT_ROOT, RESULTS, _delete_prefix, _spawn, _stop, _wait_ready, json_body, stream_body
+from bench.run import RESULTS, json_body, stream_body
+from bench.scenarios import SCENARIOS, scenario
 from bench.upstream import Nginx, ensure_tools, free_port
 
 
@@ -58,6 +57,7 @@ def summarise(collapsed: Path, top: int = 25) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="company")
     parser.add_argument("--upstream", choices=("nginx", "mock"), default="nginx")
     parser.add_argument("--stream", action="store_true", help="profile the stream relay instead of whole answers")
     parser.add_argument("--seconds", type=int, default=15)
@@ -69,29 +69,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="llmr-profile-") as tmp:
         work = Path(tmp)
         nginx = Nginx(work).start()
-        gateway = None
+        gateway: Process | None = None
         try:
             port = free_port()
-            config, _ = gateway_config(port, nginx.url, args.redis_url, prefix)
+            chosen = scenario(args.scenario, port, nginx.url, work, args.redis_url, prefix)
             if args.upstream == "mock":
                 mock = {"kind": "mock", "options": {"completion_tokens": 100}}
-                config["providers"] = {name: mock for name in config["providers"]}
-            (work / "routes.yaml").write_text(yaml.safe_dump(config))
-            gateway = _spawn([sys.executable, "-m", "router", "serve", "--config", str(work / "routes.yaml"), "--port", str(port)], work / "gateway.log")
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, gateway, work / "gateway.log")
-            collapsed = RESULTS / f"profile-{args.upstream}{'-stream' if args.stream else ''}.txt"
+                chosen.config["providers"] = {name: mock for name in chosen.config["providers"]}
+            gateway = start_gateway(chosen, port, work)
+            url = gateway.url
+            collapsed = RESULTS / f"profile-{args.scenario}-{args.upstream}{'-stream' if args.stream else ''}.txt"
             recorder = subprocess.Popen(
                 [spy, "record", "--pid", str(gateway.pid), "--duration", str(args.seconds), "--format", "raw", "--output", str(collapsed), "--rate", "250"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
-            auth = f"Bearer {BENCH_KEY}"
+            auth = chosen.authorization
             if args.stream:
                 load = threading.Thread(
                     target=run_streams,
-                    args=({"gateway": (url + "/v1/chat/completions", stream_body("bench-stream"))},),
-                    kwargs={"authorization": auth, "latency_streams": 0, "load_streams": 10**6, "budget_s": args.seconds + 1},
+                    args=({"gateway": (url + "/v1/chat/completions", stream_body("bench-stream"), auth)},),
+                    kwargs={"latency_streams": 0, "load_streams": 10**6, "budget_s": args.seconds + 1},
                 )
             else:
                 load = threading.Thread(
@@ -108,9 +106,10 @@ def main() -> int:
             print(summarise(collapsed))
             print(f"\ncollapsed stacks: {collapsed.relative_to(PROJECT_ROOT)} (open in speedscope.app or flamegraph.pl)")
         finally:
-            _stop(gateway)
+            if gateway is not None:
+                gateway.stop()
             nginx.stop()
-            _delete_prefix(args.redis_url, prefix)
+            delete_prefix(args.redis_url, prefix)
     return 0
 
 

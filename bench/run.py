@@ -1,17 +1,22 @@
-"""One benchmark run: nginx, the floor and the gateway, each driven in turn, then one table.
+"""One benchmark run: nginx, the floor and both gateway scenarios, each driven in turn, then one table.
 
-Scenarios, each in alternating rounds over the targets (so drift on a
-shared machine hits all targets alike; rates are summed over the rounds,
-percentiles are the median round's):
+Targets: nginx alone, the floor (bench/floor.py), the ``lean`` gateway and the
+``company`` gateway (bench/scenarios.py), all up at once.  Each load runs in
+alternating rounds over the targets (so drift on a shared machine hits all
+alike; rates are summed over the rounds, percentiles are the median round's):
 
-    latency      wrk, 1 connection: p50 and p99; "added" is over nginx alone
-    throughput   wrk, 64 connections: requests/s and p99
+    c=1          wrk, 1 connection: p50 and p99; "added" is over nginx alone
+    c=64, c=256  wrk: answers below 400 per second ("2xx req/s") and p99
     stream       100-chunk SSE: time to first chunk (one stream at a time) and
                  chunks/s (16 streams in flight)
-    long run     the gateway only, 64 connections until ``--long-run`` requests:
-                 resident memory after warm-up and after the long run
+    long run     the company gateway only, 64 connections until ``--long-run``
+                 requests: resident memory after warm-up and after the long run
 
-Targets from issue 6 are checked as ratios gateway/floor from this one run.
+Every load counts non-2xx answers and socket errors per target and
+concurrency; the company gateway's ``/metrics`` is scraped once per round and
+its log is read afterwards for ERROR lines and tracebacks, by load window.
+Issue 6's and issue 10's targets are checked as ratios gateway/floor from
+this one run.
 """
 
 from __future__ import annotations
@@ -21,137 +26,55 @@ import json
 import math
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import yaml
 
-from bench.features import BENCH_KEY, Feature, gateway_config
-from bench.load import StreamResult, WrkResult, combine_rounds, run_streams, run_wrk
+from bench.gateway import PROJECT_ROOT, LogScan, Process, delete_prefix, get, post, rss_mb, scan_log, scrape, start_gateway
+from bench.load import WrkResult, combine_rounds, run_streams, run_wrk
+from bench.scenarios import Scenario, company, lean
 from bench.upstream import Nginx, ensure_tools, free_port, wait_port
 
 RESULTS = Path(__file__).with_name("results")
-R = TypeVar("R", WrkResult, StreamResult)
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("upstream", "floor", "gateway")
+TARGETS = ("upstream", "floor", "lean", "company")
+GATEWAYS = ("lean", "company")
+CONCURRENCY = (1, 64, 256)
+COLUMNS = {"upstream": "nginx alone", "floor": "floor", "lean": "lean", "company": "company"}
 
 
 @dataclass(frozen=True)
 class Plan:
-    latency_s: float
-    throughput_s: float
+    round_s: float  # seconds of one wrk round per target and concurrency
     warmup_s: float
     latency_streams: int
     load_streams: int
     stream_budget_s: float
     long_run: int
     workers: int
-    rounds: int  # each scenario runs in this many alternating rounds per target
+    rounds: int  # each load runs in this many alternating rounds per target
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
+    long_run = args.long_run if args.long_run is not None else (2_000 if args.quick else 200_000)
     if args.quick:
-        return Plan(1, 1, 1, 20, 60, 3, args.long_run if args.long_run is not None else 2_000, args.workers, 1)
-    return Plan(args.duration, args.duration, 3, 200, 1200, 45, args.long_run if args.long_run is not None else 200_000, args.workers, args.rounds)
+        return Plan(1, 1, 20, 60, 3, long_run, args.workers, 1)
+    return Plan(max(1.0, round(args.duration / args.rounds)), 3, 200, 1200, 60, long_run, args.workers, args.rounds)
 
 
-# --------------------------------------------------------------------------
-# Processes
-
-
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench: {url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if _get(url + "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"bench: {url} was not ready within {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its children (``--workers N`` forks), in MB."""
-    pids = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                pids.append(int(entry.name))
-    total_kb = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return round(total_kb / 1024, 1)
-
-
-def _delete_prefix(redis_url: str, prefix: str) -> int:
-    """Delete the run's keys: the state store wraps its prefix in a hash tag ({prefix}:...), the ledger does not."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000)) + list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        return len(keys)
-    finally:
-        client.close()
+@dataclass(frozen=True)
+class Target:
+    json_url: str
+    json_body: bytes
+    stream_url: str
+    stream_body: bytes
+    authorization: str = ""
 
 
 # --------------------------------------------------------------------------
@@ -168,6 +91,19 @@ def stream_body(model: str) -> bytes:
     return orjson.dumps({"model": model, **CHAT, "stream": True, "stream_options": {"include_usage": True}})
 
 
+def gateway_target(gateway: Process, scenario: Scenario) -> Target:
+    url = gateway.url + "/v1/chat/completions"
+    return Target(url, json_body("bench"), url, stream_body("bench-stream"), scenario.authorization)
+
+
+def check_answers(name: str, target: Target) -> None:
+    """One request, checked by hand: a broken setup should stop here, not fill a table."""
+    headers = {"Authorization": target.authorization} if target.authorization else {}
+    status, answer = post(target.json_url, target.json_body, headers)
+    if status != 200:
+        raise SystemExit(f"bench: {name} answered {status}: {answer[:500]!r}")
+
+
 # --------------------------------------------------------------------------
 # Report
 
@@ -176,81 +112,126 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b and not math.isnan(a) and not math.isnan(b) else float("nan")
 
 
-def evaluate(results: dict[str, dict[str, Any]], rss: dict[str, float]) -> list[dict[str, Any]]:
-    up, fl, gw = (results[t] for t in TARGETS)
-    lat: dict[str, WrkResult] = {t: results[t]["latency"] for t in TARGETS}
-    thr: dict[str, WrkResult] = {t: results[t]["throughput"] for t in TARGETS}
-    st: dict[str, StreamResult] = {t: results[t]["stream"] for t in TARGETS}
-    del up, fl, gw
-    floor_added = lat["floor"].p50_ms - lat["upstream"].p50_ms
-    gw_added = lat["gateway"].p50_ms - lat["upstream"].p50_ms
-    floor_ttfc = st["floor"].ttfc_p50_ms - st["upstream"].ttfc_p50_ms
-    gw_ttfc = st["gateway"].ttfc_p50_ms - st["upstream"].ttfc_p50_ms
-    growth = (rss["after_long_run"] - rss["after_warmup"]) / rss["after_warmup"] if rss["after_warmup"] else float("nan")
-    checks = [
-        ("throughput at 64 connections (gateway/floor req/s)", _ratio(thr["gateway"].rps, thr["floor"].rps), ">=", 0.6),
-        ("added latency p50 at 1 connection (gateway/floor)", _ratio(gw_added, floor_added), "<=", 2.0),
-        ("p99 at 64 connections (gateway/floor)", _ratio(thr["gateway"].p99_ms, thr["floor"].p99_ms), "<=", 2.0),
-        ("stream: added time to first chunk (gateway/floor)", _ratio(gw_ttfc, floor_ttfc), "<=", 2.0),
-        ("stream: chunks relayed per second (gateway/floor)", _ratio(st["gateway"].chunks_per_s, st["floor"].chunks_per_s), ">=", 0.5),
-        ("gateway RSS after the long run (MB)", rss["after_long_run"], "<", 150.0),
-        ("gateway RSS growth warm-up -> long run", round(growth, 4), "<", 0.10),
-    ]
-    out = []
-    for name, value, op, target in checks:
-        ok = (value >= target) if op == ">=" else (value <= target) if op == "<=" else (value < target)
-        out.append({"figure": name, "value": value, "target": f"{op} {target}", "holds": bool(ok) and not math.isnan(value)})
-    return out
-
-
 def _fmt(value: float, digits: int = 2) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:,.{digits}f}"
 
 
+def added_p50(results: dict[str, dict[str, Any]], target: str) -> float:
+    return float(results[target]["c1"].p50_ms - results["upstream"]["c1"].p50_ms)
+
+
+def added_ttfc(results: dict[str, dict[str, Any]], target: str) -> float:
+    return float(results[target]["stream"].ttfc_p50_ms - results["upstream"]["stream"].ttfc_p50_ms)
+
+
+def ratios(results: dict[str, dict[str, Any]], gateway: str) -> dict[str, float]:
+    """Every gateway/floor figure the table and the targets use, for one scenario."""
+    gw, fl = results[gateway], results["floor"]
+    return {
+        "added_p50_c1": _ratio(added_p50(results, gateway), added_p50(results, "floor")),
+        "ok_rps_c64": _ratio(gw["c64"].ok_rps, fl["c64"].ok_rps),
+        "p99_c64": _ratio(gw["c64"].p99_ms, fl["c64"].p99_ms),
+        "ok_rps_c256": _ratio(gw["c256"].ok_rps, fl["c256"].ok_rps),
+        "p99_c256": _ratio(gw["c256"].p99_ms, fl["c256"].p99_ms),
+        "added_ttfc": _ratio(added_ttfc(results, gateway), added_ttfc(results, "floor")),
+        "chunks_per_s": _ratio(gw["stream"].chunks_per_s, fl["stream"].chunks_per_s),
+    }
+
+
+def all_errors(results: dict[str, dict[str, Any]], extra: dict[str, dict[str, int]]) -> int:
+    counted = sum(r.non_2xx + r.socket_errors for t in TARGETS for r in results[t].values())
+    return counted + sum(v for e in extra.values() for v in e.values())
+
+
+def evaluate(
+    results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float]], extra_errors: dict[str, dict[str, int]], logs: dict[str, LogScan]
+) -> list[dict[str, Any]]:
+    lean_r, comp_r = ratios(results, "lean"), ratios(results, "company")
+    comp_rss = rss["company"]
+    growth = (comp_rss["after_long_run"] - comp_rss["after_warmup"]) / comp_rss["after_warmup"] if comp_rss["after_warmup"] else float("nan")
+    checks: list[tuple[str, float, str, float, str]] = [
+        ("company: 2xx req/s at 64 connections, gateway/floor", comp_r["ok_rps_c64"], ">=", 0.6, "10"),
+        ("company: added p50 at 1 connection, gateway/floor", comp_r["added_p50_c1"], "<=", 2.0, "10"),
+        ("lean: 2xx req/s at 64 connections, gateway/floor", lean_r["ok_rps_c64"], ">=", 0.8, "10"),
+        ("lean: added p50 at 1 connection, gateway/floor", lean_r["added_p50_c1"], "<=", 2.0, "6"),
+        ("lean: p99 at 64 connections, gateway/floor", lean_r["p99_c64"], "<=", 2.0, "6"),
+        ("company: p99 at 64 connections, gateway/floor", comp_r["p99_c64"], "<=", 2.0, "6"),
+        ("lean: stream added first chunk, gateway/floor", lean_r["added_ttfc"], "<=", 2.0, "6"),
+        ("company: stream added first chunk, gateway/floor", comp_r["added_ttfc"], "<=", 2.0, "6"),
+        ("lean: stream chunks/s, gateway/floor", lean_r["chunks_per_s"], ">=", 0.5, "6"),
+        ("company: stream chunks/s, gateway/floor", comp_r["chunks_per_s"], ">=", 0.5, "6"),
+        ("company: RSS after the long run (MB)", comp_rss["after_long_run"], "<", 150.0, "6"),
+        ("company: RSS growth warm-up -> long run", round(growth, 4), "<", 0.10, "6"),
+        ("non-2xx + socket errors, every target and load", float(all_errors(results, extra_errors)), "<=", 0.0, "10"),
+        ("log records with ERROR or a traceback, both gateways", float(sum(s.problems for s in logs.values())), "<=", 0.0, "10"),
+    ]
+    out = []
+    for name, value, op, target, issue in checks:
+        ok = (value >= target) if op == ">=" else (value <= target) if op == "<=" else (value < target)
+        out.append({"figure": name, "value": value, "target": f"{op} {target:g}", "issue": issue, "holds": bool(ok) and not math.isnan(value)})
+    return out
+
+
 def render(
     results: dict[str, dict[str, Any]],
-    rss: dict[str, float],
+    rss: dict[str, dict[str, float]],
     checks: list[dict[str, Any]],
-    errors: dict[str, dict[str, int]],
-    features: list[Feature],
     long_run: dict[str, Any],
+    extra_errors: dict[str, dict[str, int]],
+    logs: dict[str, dict[str, LogScan]],
+    metrics: dict[str, Any],
+    plan: Plan,
 ) -> str:
     rows: list[tuple[str, ...]] = []
+    ratio_of = {g: ratios(results, g) for g in GATEWAYS}
 
-    def row(label: str, pick: Any, digits: int = 2) -> None:
-        rows.append((label, *(_fmt(pick(results[t]), digits) for t in TARGETS)))
+    def row(label: str, pick: Any, digits: int = 2, ratio: str | None = None) -> None:
+        cells = [_fmt(pick(t), digits) for t in TARGETS]
+        cells += [_fmt(ratio_of[g][ratio], 2) if ratio else "" for g in GATEWAYS]
+        rows.append((label, *cells))
 
-    row("1 conn: p50 ms", lambda r: r["latency"].p50_ms, 3)
-    row("1 conn: p99 ms", lambda r: r["latency"].p99_ms, 3)
-    row("1 conn: added p50 ms", lambda r: r["latency"].p50_ms - results["upstream"]["latency"].p50_ms, 3)
-    row("64 conn: req/s", lambda r: r["throughput"].rps, 0)
-    row("64 conn: p99 ms", lambda r: r["throughput"].p99_ms, 2)
-    row("stream: first chunk p50 ms", lambda r: r["stream"].ttfc_p50_ms, 3)
-    row("stream: added first chunk ms", lambda r: r["stream"].ttfc_p50_ms - results["upstream"]["stream"].ttfc_p50_ms, 3)
-    row("stream: chunks/s (16 streams)", lambda r: r["stream"].chunks_per_s, 0)
-    row("stream: chunks per stream", lambda r: r["stream"].chunks_per_stream, 0)
-    rows.append(("non-2xx answers", *(str(errors[t]["non_2xx"]) for t in TARGETS)))
-    rows.append(("socket errors", *(str(errors[t]["socket_errors"]) for t in TARGETS)))
+    def errors_row(label: str, scenario: str) -> None:
+        rows.append((label, *(f"{results[t][scenario].non_2xx} / {results[t][scenario].socket_errors}" for t in TARGETS), "", ""))
+
+    row("1 conn: p50 ms", lambda t: results[t]["c1"].p50_ms, 3)
+    row("1 conn: p99 ms", lambda t: results[t]["c1"].p99_ms, 3)
+    row("1 conn: added p50 ms", lambda t: added_p50(results, t), 3, "added_p50_c1")
+    errors_row("1 conn: non-2xx / socket errors", "c1")
+    for c in (64, 256):
+        row(f"{c} conn: 2xx req/s", lambda t, c=c: results[t][f"c{c}"].ok_rps, 0, f"ok_rps_c{c}")
+        row(f"{c} conn: p99 ms", lambda t, c=c: results[t][f"c{c}"].p99_ms, 2, f"p99_c{c}")
+        errors_row(f"{c} conn: non-2xx / socket errors", f"c{c}")
+    row("stream: first chunk p50 ms", lambda t: results[t]["stream"].ttfc_p50_ms, 3)
+    row("stream: added first chunk ms", lambda t: added_ttfc(results, t), 3, "added_ttfc")
+    row("stream: chunks/s (16 streams)", lambda t: results[t]["stream"].chunks_per_s, 0, "chunks_per_s")
+    row("stream: chunks per stream", lambda t: results[t]["stream"].chunks_per_stream, 0)
+    errors_row("stream: non-2xx / socket errors", "stream")
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'':<{width}}  {'nginx alone':>12}  {'floor':>12}  {'gateway':>12}"]
-    lines += [f"{r[0]:<{width}}  {r[1]:>12}  {r[2]:>12}  {r[3]:>12}" for r in rows]
+    heads = [COLUMNS[t] for t in TARGETS] + ["lean/floor", "company/floor"]
+    lines = [f"{'':<{width}}" + "".join(f"  {h:>13}" for h in heads)]
+    lines += [f"{r[0]:<{width}}" + "".join(f"  {cell:>13}" for cell in r[1:]) for r in rows]
     lines.append("")
     lines.append(
-        f"gateway RSS: {rss['after_warmup']} MB after warm-up, {rss['after_long_run']} MB after {long_run['requests']:,} more requests "
-        f"({long_run['rps']:,.0f} req/s, {long_run['non_2xx']} non-2xx, {long_run['socket_errors']} socket errors)"
+        f"company RSS: {rss['company']['after_warmup']} MB after warm-up, {rss['company']['after_long_run']} MB after {long_run['requests']:,} more requests "
+        f"({long_run['rps']:,.0f} req/s, {long_run['non_2xx']} non-2xx, {long_run['socket_errors']} socket errors); "
+        f"lean RSS: {rss['lean']['after_warmup']} MB after warm-up, {rss['lean']['after_measuring']} MB after measuring"
     )
     lines.append(
-        "features on: "
-        + ", ".join(["2 targets per route", "redis state"] + [f.name for f in features if f.enabled])
-        + ("; not in this schema: " + ", ".join(f.name for f in features if not f.enabled) if any(not f.enabled for f in features) else "")
+        "warm-up (64 conn): "
+        + ", ".join(f"{t} {e['non_2xx']} non-2xx / {e['socket_errors']} socket errors" for t, e in extra_errors.items() if t != "long run")
     )
+    for gateway in GATEWAYS:
+        scans = logs[gateway]
+        parts = [f"{name} {s.errors} ERROR / {s.tracebacks} tracebacks" for name, s in scans.items() if name != "all"]
+        lines.append(f"{gateway} log ({scans['all'].info:,} info, {scans['all'].warnings:,} warning lines): " + "; ".join(parts))
+        lines += [f"    {count:>6} x {message}" for count, message in scans["all"].top(3)]
+    lines.append(f"company /metrics: {metrics['ok']} of {metrics['scrapes']} scrapes answered 200; last watched samples {metrics['last'] or 'none'}")
+    lines.append(f"workers per gateway: {plan.workers}; rounds: {plan.rounds} x {plan.round_s:g}s per target and concurrency")
     lines.append("")
     fw = max(len(c["figure"]) for c in checks)
-    lines.append(f"{'target (issue 6)':<{fw}}  {'value':>9}  {'target':>8}")
+    lines.append(f"{'target':<{fw}}  {'issue':>5}  {'value':>9}  {'target':>8}")
     for c in checks:
-        lines.append(f"{c['figure']:<{fw}}  {_fmt(c['value'], 3):>9}  {c['target']:>8}  {'holds' if c['holds'] else 'MISSED'}")
-    zero = all(v == 0 for e in errors.values() for v in e.values())
-    lines.append(f"{'zero non-2xx and socket errors on every target':<{fw}}  {'':>9}  {'':>8}  {'holds' if zero else 'MISSED'}")
+        lines.append(f"{c['figure']:<{fw}}  {c['issue']:>5}  {_fmt(c['value'], 3):>9}  {c['target']:>8}  {'holds' if c['holds'] else 'MISSED'}")
     return "\n".join(lines)
 
 
@@ -262,112 +243,115 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_from(args)
     ensure_tools()
     redis_url = args.redis_url
-    prefix = f"llmrbench:{uuid.uuid4().hex[:12]}:"
-    procs: list[subprocess.Popen[bytes]] = []
+    prefix = args.redis_prefix or f"llmrbench:{uuid.uuid4().hex[:12]}:"
+    procs: list[Process] = []
     nginx: Nginx | None = None
+    windows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="llmr-bench-") as tmp:
         work = Path(tmp)
         try:
             nginx = Nginx(work).start()
-            floor_port, gw_port = free_port(), free_port()
-            floor = _spawn([sys.executable, "-m", "bench.floor", "--port", str(floor_port), "--upstream", nginx.url], work / "floor.log")
+            floor_port = free_port()
+            floor = Process.spawn(
+                [sys.executable, "-m", "bench.floor", "--port", str(floor_port), "--upstream", nginx.url], work / "floor.log", f"http://127.0.0.1:{floor_port}"
+            )
             procs.append(floor)
-            config, features = gateway_config(gw_port, nginx.url, redis_url, prefix)
-            (work / "routes.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            gw_cmd = [sys.executable, "-m", "router", "serve", "--config", str(work / "routes.yaml"), "--port", str(gw_port)]
-            if plan.workers > 1:
-                gw_cmd += ["--workers", str(plan.workers)]
-            gateway = _spawn(gw_cmd, work / "gateway.log")
-            procs.append(gateway)
+            scenarios = {"lean": lean(free_port(), nginx.url), "company": company(free_port(), nginx.url, work, redis_url, prefix)}
+            gateways: dict[str, Process] = {}
+            for name, scenario in scenarios.items():
+                gateways[name] = start_gateway(scenario, scenario.config["server"]["port"], work, workers=plan.workers)
+                procs.append(gateways[name])
             wait_port(floor_port)
-            _wait_ready(f"http://127.0.0.1:{gw_port}", gateway, work / "gateway.log")
 
-            authorization = f"Bearer {BENCH_KEY}"
-            gw_url = f"http://127.0.0.1:{gw_port}"
-            urls = {
-                "upstream": (
-                    nginx.url + "/v1/chat/completions",
-                    json_body("bench-model"),
-                    nginx.url + "/stream/v1/chat/completions",
-                    stream_body("bench-model"),
+            targets = {
+                "upstream": Target(
+                    nginx.url + "/v1/chat/completions", json_body("bench-model"), nginx.url + "/stream/v1/chat/completions", stream_body("bench-model")
                 ),
-                "floor": (
-                    f"http://127.0.0.1:{floor_port}/v1/chat/completions",
-                    json_body("bench-model"),
-                    f"http://127.0.0.1:{floor_port}/stream/v1/chat/completions",
-                    stream_body("bench-model"),
+                "floor": Target(
+                    floor.url + "/v1/chat/completions", json_body("bench-model"), floor.url + "/stream/v1/chat/completions", stream_body("bench-model")
                 ),
-                "gateway": (gw_url + "/v1/chat/completions", json_body("bench"), gw_url + "/v1/chat/completions", stream_body("bench-stream")),
+                **{name: gateway_target(gateways[name], scenarios[name]) for name in GATEWAYS},
             }
-            # A request each, checked by hand: a broken setup should stop here, not fill a table.
-            for target, (url, body, _, _) in urls.items():
-                status, answer = _post(url, body, {"Authorization": authorization})
-                if status != 200:
-                    raise SystemExit(f"bench: {target} answered {status}: {answer[:500]!r}")
+            for name, target in targets.items():
+                check_answers(name, target)
+            comp = gateways["company"]
             observed = {
-                "auth_enforced": _post(urls["gateway"][0], urls["gateway"][1])[0] == 401,
-                "metrics_served": _get(gw_url + "/metrics", {"Authorization": authorization})[0] == 200,
+                "company_auth_enforced": post(targets["company"].json_url, targets["company"].json_body)[0] == 401,
+                "company_metrics_served": get(comp.url + "/metrics")[0] == 200,
             }
-            for feature in features:
-                if feature.probe and not feature.enabled and _get(gw_url + feature.probe, {"Authorization": authorization})[0] == 200:
-                    feature.enabled, feature.chosen = True, {"probe": feature.probe}
             print(
-                f"bench: nginx {nginx.url}, floor :{floor_port}, gateway :{gw_port} (workers {plan.workers}); "
-                f"features {[f.name for f in features if f.enabled] or 'base only'}; observed {observed}",
+                f"bench: nginx {nginx.url}, floor {floor.url}, lean {gateways['lean'].url}, company {comp.url} (workers {plan.workers}); "
+                f"observed {observed}\n  lean:    {scenarios['lean'].summary}\n  company: {scenarios['company'].summary}",
                 flush=True,
             )
 
-            results: dict[str, dict[str, Any]] = {t: {} for t in TARGETS}
-            errors = {t: {"non_2xx": 0, "socket_errors": 0} for t in TARGETS}
+            metrics: dict[str, Any] = {"scrapes": 0, "ok": 0, "last": {}}
 
-            def count(target: str, result: R) -> R:
-                errors[target]["non_2xx"] += result.non_2xx
-                errors[target]["socket_errors"] += result.socket_errors
+            def scrape_company() -> None:
+                status, watched = scrape(comp.url)
+                metrics["scrapes"] += 1
+                metrics["ok"] += status == 200
+                metrics["last"] = watched
+
+            def drive(name: str, connections: int, seconds: float, window: str) -> WrkResult:
+                target = targets[name]
+                started = time.time()
+                result = run_wrk(target.json_url, target.json_body, connections=connections, seconds=seconds, authorization=target.authorization)
+                if name == "company":
+                    windows.append((window, started, time.time()))
                 return result
 
-            for target in ("floor", "gateway"):
-                count(target, run_wrk(urls[target][0], urls[target][1], connections=64, seconds=plan.warmup_s, authorization=authorization))
-            rss = {"after_warmup": rss_mb(gateway.pid)}
-            round_s = max(1.0, round(plan.latency_s / plan.rounds))
-            for scenario, connections in (("latency", 1), ("throughput", 64)):
-                print(f"bench: {scenario}, {connections} connection(s), {plan.rounds} round(s) of {round_s:.0f}s per target", flush=True)
+            extra_errors: dict[str, dict[str, int]] = {}
+            for name in ("floor", *GATEWAYS):
+                warm = drive(name, 64, plan.warmup_s, "warm-up")
+                extra_errors[name] = {"non_2xx": warm.non_2xx, "socket_errors": warm.socket_errors}
+            rss = {g: {"after_warmup": rss_mb(gateways[g].pid)} for g in GATEWAYS}
+
+            results: dict[str, dict[str, Any]] = {t: {} for t in TARGETS}
+            for connections in CONCURRENCY:
+                print(f"bench: {connections} connection(s), {plan.rounds} round(s) of {plan.round_s:g}s per target", flush=True)
                 rounds: dict[str, list[WrkResult]] = {t: [] for t in TARGETS}
                 for _ in range(plan.rounds):
-                    for target in TARGETS:
-                        rounds[target].append(
-                            count(target, run_wrk(urls[target][0], urls[target][1], connections=connections, seconds=round_s, authorization=authorization))
-                        )
-                for target in TARGETS:
-                    results[target][scenario] = combine_rounds(rounds[target])
+                    for name in TARGETS:
+                        rounds[name].append(drive(name, connections, plan.round_s, f"c={connections}"))
+                    scrape_company()
+                for name in TARGETS:
+                    results[name][f"c{connections}"] = combine_rounds(rounds[name])
+
             print(
-                f"bench: stream, {plan.latency_streams} streams one at a time and {plan.load_streams} 16 at a time per target at most, {plan.stream_budget_s:.0f}s at most",
+                f"bench: stream, {plan.latency_streams} streams one at a time and {plan.load_streams} 16 at a time per target at most, "
+                f"{plan.stream_budget_s:.0f}s at most",
                 flush=True,
             )
+            started = time.time()
             streams = run_streams(
-                {t: (urls[t][2], urls[t][3]) for t in TARGETS},
-                authorization=authorization,
+                {t: (targets[t].stream_url, targets[t].stream_body, targets[t].authorization) for t in TARGETS},
                 latency_streams=plan.latency_streams,
                 load_streams=plan.load_streams,
                 rounds=plan.rounds,
                 budget_s=plan.stream_budget_s,
             )
-            for target in TARGETS:
-                results[target]["stream"] = count(target, streams[target])
+            windows.append(("stream", started, time.time()))
+            scrape_company()
+            for name in TARGETS:
+                results[name]["stream"] = streams[name]
+            rss["lean"]["after_measuring"] = rss_mb(gateways["lean"].pid)
 
             # The long run: 64 connections until at least plan.long_run requests, in slices sized from the measured rate.
             done = seconds = 0.0
             long_non2xx = long_sock = 0
-            rate = max(results["gateway"]["throughput"].rps, 100.0)
-            print(f"bench: long run, at least {plan.long_run:,} requests on the gateway (about {plan.long_run / rate:.0f}s)", flush=True)
+            rate = max(results["company"]["c64"].rps, 100.0)
+            print(f"bench: long run, at least {plan.long_run:,} requests on the company gateway (about {plan.long_run / rate:.0f}s)", flush=True)
             while done < plan.long_run:
                 slice_s = min(max(1.0, (plan.long_run - done) / rate * 1.05), 120.0)
-                r = count("gateway", run_wrk(urls["gateway"][0], urls["gateway"][1], connections=64, seconds=slice_s, authorization=authorization))
+                r = drive("company", 64, slice_s, "long run")
+                scrape_company()
                 done += r.requests
                 seconds += r.seconds
                 long_non2xx += r.non_2xx
                 long_sock += r.socket_errors
                 rate = max(r.rps, 100.0)
-            rss["after_long_run"] = rss_mb(gateway.pid)
+            rss["company"]["after_long_run"] = rss_mb(comp.pid)
             long_run = {
                 "requests": int(done),
                 "seconds": round(seconds, 1),
@@ -375,30 +359,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "non_2xx": long_non2xx,
                 "socket_errors": long_sock,
             }
+            extra_errors["long run"] = {"non_2xx": long_non2xx, "socket_errors": long_sock}
         finally:
             for proc in reversed(procs):
-                _stop(proc)
+                proc.stop()
             if nginx is not None:
                 nginx.stop()
             try:
-                _delete_prefix(redis_url, prefix)
+                delete_prefix(redis_url, prefix)
             except Exception as exc:  # cleanup must not hide the run's own error
                 print(f"bench: could not delete Redis keys under {prefix}: {exc}", file=sys.stderr)
+        # Read after the processes stopped: the shutdown is in the log too, and counts.
+        logs = {"lean": scan_log(gateways["lean"].log), "company": scan_log(comp.log, windows)}
 
-    checks = evaluate(results, rss)
-    table = render(results, rss, checks, errors, features, long_run)
+    checks = evaluate(results, rss, extra_errors, {g: logs[g]["all"] for g in GATEWAYS})
+    table = render(results, rss, checks, long_run, extra_errors, logs, metrics, plan)
     print()
     print(table)
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(), "load_avg": os.getloadavg()},
         "plan": plan.__dict__,
-        "features": {"base": ["route with 2 openai targets on nginx", "state.backend redis"], **{f.name: (f.chosen if f.enabled else None) for f in features}},
+        "scenarios": {name: {"summary": s.summary, "config": s.config} for name, s in scenarios.items()},
         "observed": observed,
         "results": {t: {k: v.to_json() for k, v in results[t].items()} for t in TARGETS},
-        "errors": errors,
+        "ratios": {g: ratios(results, g) for g in GATEWAYS},
+        "warmup_and_long_run_errors": extra_errors,
         "rss_mb": rss,
         "long_run": long_run,
+        "logs": {g: {window: scan.to_json() for window, scan in logs[g].items()} for g in GATEWAYS},
+        "metrics": metrics,
         "checks": checks,
         "table": table,
     }

@@ -107,6 +107,7 @@ class SinkState:
         self.held: list[UsageRow] = []  # rows neither the sink nor the journal would take
         self.replay: asyncio.Task[None] | None = None  # the journal's replay, off the writer's path
         self.late: set[asyncio.Future[int]] = set()  # writes that outlived flush_interval and still run
+        self.only_slow = False  # held back because a write was slow, not because the sink failed
 
     @property
     def replaying(self) -> bool:
@@ -263,7 +264,7 @@ class Ledger:
                 if not done:
                     # Slow or hanging: down until the write answers (it goes on); the journal takes a copy now.
                     self._late_write(state, write)
-                    self._sink_down(state, SinkUnavailable(f"no answer within flush_interval ({self.settings.flush_interval} s)"))
+                    self._sink_slow(state)
                     await self._journal(state, batch)
                     continue
                 state.written += write.result()
@@ -308,8 +309,17 @@ class Ledger:
             state.held.extend(rows)
 
     def _sink_down(self, state: SinkState, exc: Exception) -> None:
-        if state.up:
+        if state.up or state.only_slow:
             log.warning("ledger sink %s is down (%s); journaling to %s until it answers", state.sink.name, exc, state.journal.path)
+        state.up, state.only_slow = False, False
+        state.next_retry = time.monotonic() + self.settings.retry_interval
+
+    def _sink_slow(self, state: SinkState) -> None:
+        """A write took longer than flush_interval: its batch goes to the journal too, and so do the next
+        ones until it answers.  Busy, not down (a loaded gateway's SQLite thread, say): said at info."""
+        if state.up:
+            log.info("ledger sink %s is slow (no answer within flush_interval, %s s); journaling until its write answers", state.sink.name, self.settings.flush_interval)
+            state.only_slow = True
         state.up = False
         state.next_retry = time.monotonic() + self.settings.retry_interval
 
@@ -360,8 +370,9 @@ class Ledger:
             self._sink_down(state, exc)
         else:
             if not state.up:
-                log.warning("ledger sink %s is back; replayed %d journaled records", state.sink.name, len(rows))
-            state.up = True
+                level = logging.INFO if state.only_slow else logging.WARNING
+                log.log(level, "ledger sink %s is back; replayed %d journaled records", state.sink.name, len(rows))
+            state.up, state.only_slow = True, False
             state.next_retry = 0.0
         if done:
             try:
