@@ -318,7 +318,11 @@ class Ledger:
         """A write took longer than flush_interval: its batch goes to the journal too, and so do the next
         ones until it answers.  Busy, not down (a loaded gateway's SQLite thread, say): said at info."""
         if state.up:
-            log.info("ledger sink %s is slow (no answer within flush_interval, %s s); journaling until its write answers", state.sink.name, self.settings.flush_interval)
+            log.info(
+                "ledger sink %s is slow (no answer within flush_interval, %s s); journaling until its write answers",
+                state.sink.name,
+                self.settings.flush_interval,
+            )
             state.only_slow = True
         state.up = False
         state.next_retry = time.monotonic() + self.settings.retry_interval
