@@ -61,28 +61,50 @@ def label_response(op: Operation, payload: dict[str, Any], ctx: ResponseContext)
 
 
 class OpenAIStream(StreamTranslator):
+    """Every chunk is labelled with the provider entry in ``provider``, as the whole answer is.
+
+    A chunk without usage or a ``provider`` of its own gets the label spliced
+    in front of its first key (no re-encoding); one that names its upstream's
+    vendor in ``provider`` (Interactive) keeps it as ``upstream_provider``.
+    """
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._label = b'{"provider":' + orjson.dumps(ctx.provider) + b","
+
     def translate(self, data: bytes) -> bytes | None:
         chunk = event_object(data)
-        if b'"usage"' not in data:
-            return data
+        if b'"usage"' in data:
+            return self._with_usage(chunk, data)
+        if not chunk or b'"provider"' in data:
+            return self._labelled(chunk)
+        return self._label + data.lstrip()[1:]
+
+    def _with_usage(self, chunk: dict[str, Any], data: bytes) -> bytes | None:
         if self.ctx.usage_rejected:
             # One nonsense count rejects the stream's usage: a later report is not trusted either.
             return self._without_usage(chunk)
         usage = usage_from_openai(chunk.get("usage"), self.ctx)
         if usage is None:
-            return self._without_usage(chunk) if self.ctx.usage_rejected else data
+            return self._without_usage(chunk) if self.ctx.usage_rejected else self._labelled(chunk)
         self.usage = usage
         if self.ctx.include_usage:
             chunk["usage"] = usage.to_openai()
-            return orjson.dumps(chunk)
+            return self._labelled(chunk)
         if not chunk.get("choices"):
             return None
         del chunk["usage"]
-        return orjson.dumps(chunk)
+        return self._labelled(chunk)
 
     def _without_usage(self, chunk: dict[str, Any]) -> bytes | None:
         chunk.pop("usage", None)
-        return orjson.dumps(chunk) if chunk.get("choices") else None
+        return self._labelled(chunk) if chunk.get("choices") else None
+
+    def _labelled(self, chunk: dict[str, Any]) -> bytes:
+        if "provider" in chunk and "upstream_provider" not in chunk:
+            chunk["upstream_provider"] = chunk["provider"]
+        chunk["provider"] = self.ctx.provider
+        return orjson.dumps(chunk)
 
 
 class OpenAIAdapter(Adapter):

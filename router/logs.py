@@ -294,7 +294,10 @@ def request_fields(record: RequestRecord, bodies: bool = False) -> dict[str, Any
         fields["error"] = record.error_class
     if record.client_disconnected:
         fields["client_disconnected"] = True
-    if record.status >= 400 or len(record.attempts) > 1:
+    if record.stream_error is not None:  # sent as 200, broken mid-way: the line says so
+        fields["outcome"] = record.status_label
+        fields["stream_error"] = _scrubbed(record.stream_error)
+    if record.status >= 400 or len(record.attempts) > 1 or record.stream_error is not None:
         # Outcomes can quote an upstream's error text; the pipeline scrubbed it, scrub again for keys of other accounts.
         fields["tried"] = [_scrubbed(a.line) for a in record.attempts]
     if bodies and "prompt" in record.extra:

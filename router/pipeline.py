@@ -470,7 +470,7 @@ class StreamRelay:
         attempt.close(AttemptKind.MID_STREAM, HealthEffect.FAIL)  # the client saw an error: the target failed
         attempt.outcome.reason, attempt.outcome.detail = exc.reason, exc.message
         record.error_class = type(exc).__name__
-        record.extra["stream_error"] = exc.message
+        record.stream_error = exc.message  # the record's status becomes stream_error (RequestRecord.status_label)
         try:
             await self.response.write(encode(GatewayError(f"the upstream stream broke: {exc.message}").to_body()))
             await self.response.write_eof()

@@ -62,7 +62,7 @@ def chunks_from_response(response: dict[str, Any], include_usage: bool) -> list[
     """A well-formed stream made from a whole answer, for providers that cannot stream."""
     chat = response.get("object") == "chat.completion"
     kind = "chat.completion.chunk" if chat else "text_completion"
-    head: dict[str, Any] = {k: response[k] for k in ("id", "created", "model", "provider", "system_fingerprint") if k in response}
+    head: dict[str, Any] = {k: response[k] for k in ("id", "created", "model", "provider", "upstream_provider", "system_fingerprint") if k in response}
     head["object"] = kind
     out: list[bytes] = []
     finishes = []

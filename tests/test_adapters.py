@@ -107,14 +107,26 @@ def test_openai_stream_translator_handles_usage(include_usage):
     ctx = ResponseContext("p", "m", "r", 0, include_usage)
     translator = ADAPTERS["openai"].stream_translator(Operation.CHAT, ctx)
     plain = b'{"id":"1","choices":[{"index":0,"delta":{"content":"hi"}}]}'
-    assert translator.translate(plain) is plain  # relayed byte for byte
+    # relayed as sent, with the provider entry spliced in front (no re-encoding)
+    assert translator.translate(plain) == b'{"provider":"p",' + plain[1:]
     final = b'{"id":"1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}'
     out = translator.translate(final)
     assert translator.usage is not None and translator.usage.total_tokens == 5
     if include_usage:
-        assert out is not None and orjson.loads(out)["usage"]["total_tokens"] == 5
+        assert out is not None and orjson.loads(out)["usage"]["total_tokens"] == 5 and orjson.loads(out)["provider"] == "p"
     else:
         assert out is None
+
+
+@pytest.mark.parametrize("kind", ["openai", "interactive", "mock"])
+def test_every_streamed_chunk_names_the_provider_entry_and_keeps_the_upstream_vendor(kind):
+    op = Operation.COMPLETION if kind == "interactive" else Operation.CHAT
+    translator = ADAPTERS[kind].stream_translator(op, ResponseContext("ia", "m", "r", 0, True))
+    plain = orjson.loads(translator.translate(b' {"id":"1","choices":[{"index":0,"text":"hi"}]}'))
+    vendor = orjson.loads(translator.translate(b'{"id":"1","provider":"acme-cloud","choices":[{"index":0,"text":"x"}]}'))
+    empty = orjson.loads(translator.translate(b"{}"))
+    assert plain["provider"] == vendor["provider"] == empty["provider"] == "ia"
+    assert vendor["upstream_provider"] == "acme-cloud" and "upstream_provider" not in plain
 
 
 def test_synthesised_stream_from_a_whole_answer():
@@ -251,7 +263,8 @@ def test_a_nonsense_count_in_a_stream_rejects_its_usage(kind, value):
         translator.translate(good)
         assert translator.usage is None, "a later report of the same stream is not trusted either"
         with_text = json.dumps({"id": "1", "choices": [{"index": 0, "text": "x"}], "usage": _bad_usage(value, kind)}).encode()
-        assert orjson.loads(translator.translate(with_text) or b"{}") == {"id": "1", "choices": [{"index": 0, "text": "x"}]}
+        relayed = orjson.loads(translator.translate(with_text) or b"{}")
+        assert relayed == {"id": "1", "choices": [{"index": 0, "text": "x"}], "provider": ctx.provider}
 
 
 def test_nan_and_infinity_in_a_stream_event_are_not_json():
@@ -321,6 +334,6 @@ async def test_the_fakes_misbehave_on_purpose_and_the_adapters_notice(make_upstr
             events = [line[6:] for line in (await r.read()).split(b"\n") if line.startswith(b"data: ")]
     assert events == [good, b"<html>oops</html>", b"[DONE]"]
     translator = adapter.stream_translator(Operation.CHAT, fresh_ctx())
-    assert translator.translate(events[0]) == good
+    assert orjson.loads(translator.translate(events[0]) or b"") == {**orjson.loads(good), "provider": fresh_ctx().provider}
     with pytest.raises(BadAnswer, match="not JSON"):
         translator.translate(events[1])

@@ -19,6 +19,7 @@ from router.config import Price
 from router.outcome import AttemptKind, HealthEffect
 
 TRACE_LIMIT = 2000  # characters of x-router-trace
+STREAM_ERROR = "stream_error"  # the status of a stream that broke after the client's first byte
 
 
 @dataclass(slots=True)
@@ -93,8 +94,9 @@ class RequestRecord:
     model: str | None = None
     target_key: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
-    status: int = 0
+    status: int = 0  # the HTTP status the client was sent
     error_class: str | None = None
+    stream_error: str | None = None  # a stream that broke after its first byte: why (the client saw an SSE error)
     usage: Usage | None = None
     client_disconnected: bool = False
     user: str | None = None
@@ -131,6 +133,12 @@ class RequestRecord:
         value = ", ".join(parts)
         return value if len(value) <= TRACE_LIMIT else value[: TRACE_LIMIT - 3] + "..."
 
+    @property
+    def status_label(self) -> str:
+        """The request's status for ``/v1/usage`` and metrics: the HTTP status, or ``stream_error`` when a
+        stream that was sent with 200 broke before its end (the client saw an SSE error event, not an answer)."""
+        return STREAM_ERROR if self.stream_error is not None and self.status == 200 else str(self.status)
+
     def client_left(self) -> None:
         self.client_disconnected = True
         self.finish(499, "ClientDisconnected")
@@ -139,7 +147,7 @@ class RequestRecord:
         if self.ended_mono is None:
             self.ended_mono = time.monotonic()
             self.status = status
-            self.error_class = error_class
+            self.error_class = error_class or self.error_class  # a broken stream's error stays on its 200
 
 
 # Bounds on what a client can attach, so a record (and the ledger) stays small.

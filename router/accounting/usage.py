@@ -44,7 +44,7 @@ class UsageRow:
     attempts: int = 0
     retries: int = 0
     failovers: int = 0
-    status: int = 0
+    status: str = "0"  # the HTTP status as text, or "stream_error" (RequestRecord.status_label)
     error_class: str | None = None
     stream: bool = False
     client_disconnected: bool = False
@@ -68,7 +68,9 @@ class UsageRow:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UsageRow:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        row = cls(**{k: v for k, v in data.items() if k in known})
+        row.status = str(row.status)  # rows written before statuses were text carry an int
+        return row
 
 
 @functools.lru_cache(maxsize=8)
@@ -134,7 +136,7 @@ def row_from_record(record: RequestRecord, team_from_metadata: str | None = None
         attempts=len(tried),
         retries=len(tried) - len(targets_tried),
         failovers=max(0, len(targets_tried) - 1),
-        status=record.status,
+        status=record.status_label,
         error_class=record.error_class,
         stream=record.stream,
         client_disconnected=record.client_disconnected,
