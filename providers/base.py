@@ -194,6 +194,7 @@ class UpstreamCall:
     body: bytes
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout: float = 5.0  # the target's timeouts.connect, set by the gateway (the other timeouts are its own)
 
 
 class StreamTranslator:

@@ -64,6 +64,8 @@ def check(args: argparse.Namespace) -> int:
     table = _load_or_report(args.config, count=True)
     if table is None:
         return 1
+    for path, message in table.warnings:
+        print(f"{table.source}: warning: {path}: {message}", file=sys.stderr)
     _print_table(table)
     return 0
 
@@ -94,6 +96,8 @@ async def _serve(table: RouteTable, host: str | None, port: int | None, watch: f
             event="auth_off",
             url=server.url,
         )
+    for path, message in table.warnings:
+        log_event(log, f"{table.source}: {path}: {message}", logging.WARNING, event="config_warning", path=path)
     log_event(
         log,
         "llm-router serving",

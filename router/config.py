@@ -49,9 +49,28 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = setting("seconds to open the connection", 5.0, minimum=0.001)
-    read: float = setting("longest silence, in seconds, between two bytes of an answer", 60.0, minimum=0.001)
-    total: float = setting("seconds a whole non-streamed call may take", 300.0, minimum=0.001)
+    """One meaning each, in seconds (the pipeline applies them; README "When things fail")."""
+
+    connect: float = setting("seconds to get a connection to the upstream (opening it, or a free pooled one)", 5.0, minimum=0.001)
+    first_token: float = setting(
+        "seconds from sending to a stream's first event, or to a whole answer's headers; past it the next candidate is tried",
+        60.0,
+        minimum=0.001,
+    )
+    idle: float = setting("longest silence, in seconds, between two reads of a stream once it began; past it the stream is broken", 60.0, minimum=0.001)
+    total: float = setting("seconds one upstream call may take in all, a whole stream included", 600.0, minimum=0.001)
+    read: float | None = setting("deprecated: sets first_token and idle where they are not set (check warns)", None, minimum=0.001)
+
+
+def _timeouts(r: Reader, raw: Any, path: str, base: Timeouts) -> Timeouts:
+    """A provider's timeouts over the defaults, or a target's over its provider's: only what is written changes."""
+    data = r.mapping(raw, path, keys_of(Timeouts))
+    given = {k: v for k, v in read_fields(r, data, Timeouts, path).items() if data.get(k) is not None}
+    read = given.pop("read", None)
+    if read is not None:
+        r.warn(f"{path}.read", "is deprecated: it meant both the first-token deadline and the stall detector; write first_token and idle")
+        given = {"first_token": read, "idle": read, **given}
+    return replace(base, **given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +109,9 @@ class Provider:
         "the API's root URL, http:// or https:// (mock needs none)", schema={"type": ["string", "null"], "pattern": r"^(https?://|\$\{)|^$"}
     )
     api_key: Secret | None = setting("the provider key; write ${ENV_VAR}, never the key itself", None, read=_secret, schema={"type": ["string", "null"]})
-    timeouts: Timeouts = setting("connect, read and total timeouts in seconds", factory=Timeouts)
+    timeouts: Timeouts = setting(
+        "connect, first_token, idle and total, in seconds (a target may override any)", factory=Timeouts, schema=lambda: object_schema(Timeouts)
+    )
     headers: Mapping[str, str] = setting(
         "extra headers sent upstream",
         factory=lambda: MappingProxyType({}),
@@ -119,6 +140,9 @@ class Target:
     priority: int = setting("lower is tried first under the priority strategy", 0)
     price: Price | None = setting("USD per million tokens; without it, the ledger's prices_file is looked up", None)
     limits: Limits | None = setting("rpm, tpm and concurrency for this target", None)
+    timeouts: Timeouts = setting(
+        "this target's own connect, first_token, idle or total (the rest are its provider's)", factory=Timeouts, schema=lambda: object_schema(Timeouts)
+    )
 
     @property
     def key(self) -> str:
@@ -132,7 +156,7 @@ class Target:
             model = self.model.replace("*", requested[len(prefix) :])
         else:
             return self
-        return Target(self.provider, model, self.weight, self.priority, self.price, self.limits)
+        return Target(self.provider, model, self.weight, self.priority, self.price, self.limits, self.timeouts)
 
 
 _RETRY_ON = ("connect", "timeout", "429", "5xx")
@@ -333,6 +357,7 @@ class RouteTable:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     ledger: LedgerSettings | None = None  # None: no ledger (metrics still count)
+    warnings: tuple[tuple[str, str], ...] = ()  # (path, message): accepted, but worth changing; `check` prints them
 
     def lookup(self, name: str) -> Alias | None:
         alias = self.aliases.get(name)
@@ -439,7 +464,8 @@ def _provider(r: Reader, name: str, raw: Any) -> Provider | None:
         base_url = ""
     elif values["kind"] != "mock" and not base_url.startswith(("http://", "https://")):
         r.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
-    return Provider(name=name, base_url=base_url.rstrip("/"), **values)
+    timeouts = _timeouts(r, data.get("timeouts"), f"{path}.timeouts", Timeouts())
+    return Provider(name=name, base_url=base_url.rstrip("/"), **values, timeouts=timeouts)
 
 
 def _target(r: Reader, raw: Any, path: str, alias: Alias, providers: Mapping[str, Provider], file_prices: Mapping[str, Price] | None) -> Target | None:
@@ -456,7 +482,8 @@ def _target(r: Reader, raw: Any, path: str, alias: Alias, providers: Mapping[str
     for op in sorted(alias.operations - served):
         r.fail(path, f"provider {provider.name!r} (kind {provider.kind}) cannot serve {op.value}; it serves {', '.join(sorted(o.value for o in served))}")
     price = _price(r, t.get("price"), f"{path}.price") or _file_price(file_prices, model)
-    return Target(**{**values, "provider": provider, "model": model, "price": price})
+    timeouts = _timeouts(r, t.get("timeouts"), f"{path}.timeouts", provider.timeouts)
+    return Target(**{**values, "provider": provider, "model": model, "price": price, "timeouts": timeouts})
 
 
 def _alias(r: Reader, name: str, raw: Any, providers: Mapping[str, Provider], file_prices: Mapping[str, Price] | None = None) -> Alias | None:
@@ -525,6 +552,7 @@ def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] 
         logging=logging_settings,
         auth=auth,
         ledger=ledger,
+        warnings=tuple(r.warnings),
     )
 
 

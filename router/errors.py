@@ -16,7 +16,10 @@
     ├── AuthUnavailable               503 the key store did not answer (fail closed)
     ├── UpstreamError                 one attempt at one target went wrong
     │   ├── UpstreamConnectError      refused, reset, DNS: retryable
-    │   ├── UpstreamTimeout           connect/read/total timeout: retryable
+    │   ├── UpstreamTimeout           timeouts.total or the request's deadline: retryable
+    │   │   ├── UpstreamConnectTimeout    timeouts.connect
+    │   │   ├── FirstTokenTimeout         timeouts.first_token: the next candidate is tried
+    │   │   └── StreamStalled             timeouts.idle mid-stream
     │   ├── UpstreamStatusError       non-2xx answer; retryable for 408/429/5xx/401/403
     │   │   └── UpstreamClientError   400/404/413/422: the caller's fault, returned as is
     │   └── UpstreamProtocolError     answer we could not read: retryable
@@ -156,7 +159,19 @@ class UpstreamConnectError(UpstreamError, reason="connect", retry_on="connect"):
 
 
 class UpstreamTimeout(UpstreamError, status=504, code="upstream_timeout", reason="timeout", retry_on="timeout"):
-    """A connect, read or total timeout."""
+    """A timeout of the upstream call (timeouts.total, or the request's retry.deadline)."""
+
+
+class UpstreamConnectTimeout(UpstreamTimeout, reason="connect timeout"):
+    """No connection within timeouts.connect."""
+
+
+class FirstTokenTimeout(UpstreamTimeout, reason="first token timeout"):
+    """No first stream event (or whole answer's headers) within timeouts.first_token: the next candidate is tried."""
+
+
+class StreamStalled(UpstreamTimeout, reason="idle timeout"):
+    """A stream silent for longer than timeouts.idle after it began: broken, too late to fail over."""
 
 
 class UpstreamProtocolError(UpstreamError, reason="protocol"):

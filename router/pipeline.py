@@ -43,7 +43,9 @@ from router.errors import (
     AuthUnavailable,
     BodyTimeout,
     BodyTooLarge,
+    FirstTokenTimeout,
     GatewayError,
+    StreamStalled,
     TargetUnavailable,
     UpstreamClientError,
     UpstreamError,
@@ -271,11 +273,7 @@ class Attempt:
 
     async def send(self) -> web.StreamResponse:
         try:
-            async with asyncio.timeout_at(_loop_deadline(self.exchange.deadline)):
-                first = await self.call()
-        except TimeoutError as exc:
-            error = UpstreamTimeout(f"{self.provider}: no answer within the request's deadline")
-            raise self.failed(error) from exc
+            first = await self.until_first_token()
         except GatewayError as exc:
             raise self.failed(exc) from None
         except asyncio.CancelledError:
@@ -285,19 +283,42 @@ class Attempt:
             return await StreamRelay(self, first).run()
         return await self.answer(first)
 
-    async def call(self) -> bytes | list[bytes]:
-        """Send, check the status; the whole answer, or a stream's first events."""
+    async def until_first_token(self) -> bytes | list[bytes]:
+        """A stream's first events, or a whole answer's headers, within timeouts.first_token (and the request's deadline)."""
+        first_token = self.started + self.candidate.target.timeouts.first_token
+        at = min(first_token, self.exchange.deadline)
+        try:
+            async with asyncio.timeout_at(_loop_deadline(at)):
+                upstream = await self.call()
+                if self.native_stream:
+                    self.batches = upstream.event_batches()
+                    return await _first_batch(self.batches, self.provider)
+        except TimeoutError:
+            if at < first_token:
+                raise UpstreamTimeout(f"{self.provider}: no answer within the request's deadline") from None
+            raise FirstTokenTimeout(f"{self.provider}: nothing within timeouts.first_token ({at - self.started:g} s)") from None
+        return await self.whole_body(upstream)
+
+    async def whole_body(self, upstream: UpstreamResponse) -> bytes:
+        """The rest of a whole answer, within timeouts.total (and the request's deadline)."""
+        at = min(self.started + self.candidate.target.timeouts.total, self.exchange.deadline)
+        try:
+            async with asyncio.timeout_at(_loop_deadline(at)):
+                return await upstream.read()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.provider}: the answer did not arrive within timeouts.total or the request's deadline") from None
+
+    async def call(self) -> UpstreamResponse:
+        """Send and check the status: the upstream's answer with its headers read."""
         req, target = self.exchange.req, self.candidate.target
         call = self.adapter.build_call(req.op, req.body, target.model, self.native_stream)
+        call.connect_timeout = target.timeouts.connect
         self.upstream = upstream = await self.exchange.gateway.transport.send(target.provider, call, req.request_id)
         self.outcome.status = upstream.status
         self.ticket.headers = upstream.headers  # its rate-limit headers feed the shared state
         if upstream.status >= 400:
             raise await self.status_error(upstream)
-        if self.native_stream:
-            self.batches = upstream.event_batches()
-            return await _first_batch(self.batches, self.provider)
-        return await upstream.read()
+        return upstream
 
     async def status_error(self, upstream: UpstreamResponse) -> UpstreamError:
         raw = b""
@@ -388,7 +409,7 @@ class StreamRelay:
     headers ride with the first write and the chunked-encoding end with the last.
     """
 
-    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets")
+    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets", "idle")
 
     def __init__(self, attempt: Attempt, first: list[bytes]) -> None:
         assert attempt.batches is not None
@@ -399,6 +420,7 @@ class StreamRelay:
         self.relayed = 0  # chunks the client was sent: the estimate when the stream ends without usage
         self.done = False  # the upstream's [DONE] arrived
         self.secrets = exchange.table.secrets()
+        self.idle = attempt.candidate.target.timeouts.idle
         try:
             self.pending = self.translate(first)  # nothing reached the client yet: a bad first event fails over
         except BadAnswer as exc:
@@ -411,7 +433,10 @@ class StreamRelay:
         try:
             await self.response.prepare(attempt.exchange.request)
             record.first_token_mono = time.monotonic()
-            await self.pump()
+            async with asyncio.timeout_at(_loop_deadline(attempt.started + attempt.candidate.target.timeouts.total)):
+                await self.pump()
+        except TimeoutError:
+            await self.broke(UpstreamTimeout(f"{attempt.provider}: the stream went on past timeouts.total"))
         except BadAnswer as exc:
             await self.broke(UpstreamProtocolError(f"{attempt.provider}: {exc}"))
         except UpstreamError as exc:
@@ -430,7 +455,7 @@ class StreamRelay:
             if out or first:  # the first pass always writes: the headers must not wait for the next read
                 await self.response.write(b"".join(out))
                 first = False
-            batch = await anext(self.batches, None)
+            batch = await self.next_batch()
             if batch is None:
                 out = []
                 break
@@ -438,6 +463,14 @@ class StreamRelay:
         out.extend(encode(chunk) for chunk in self.translator.finish())
         out.append(DONE_EVENT)
         await self.response.write_eof(b"".join(out))  # what arrived with [DONE] leaves with the end of the stream
+
+    async def next_batch(self) -> list[bytes] | None:
+        """The next read of the stream (None at its end), within timeouts.idle."""
+        try:
+            async with asyncio.timeout(self.idle):
+                return await anext(self.batches, None)
+        except TimeoutError:
+            raise StreamStalled(f"{self.attempt.provider}: the stream was silent for {self.idle:g} s (timeouts.idle)") from None
 
     def translate(self, batch: list[bytes]) -> list[bytes]:
         """One network read of events as client chunks (one write); an upstream error event is scrubbed."""

@@ -37,10 +37,14 @@ class Reader:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.issues: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []  # accepted, but worth changing (a deprecated field)
         self.env = env
 
     def fail(self, path: str, message: str) -> None:
         self.issues.append((path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append((path, message))
 
     def mapping(self, value: Any, path: str, allowed: Collection[str] | None = None) -> dict[str, Any]:
         if value is None:

@@ -50,9 +50,8 @@ async def iter_event_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         blocks = data.split(b"\n\n")
         pending = blocks.pop() + held
-        batch = [event for event in map(_event_data, blocks) if event is not None]
-        if batch:
-            yield batch
+        # A read with no event (a keep-alive comment, half an event) still yields: the stream is alive (timeouts.idle).
+        yield [event for event in map(_event_data, blocks) if event is not None]
     tail = _event_data(pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")) if pending.strip() else None
     if tail is not None:
         yield [tail]

@@ -20,7 +20,7 @@ from providers import ADAPTERS
 from providers.base import UpstreamCall
 from providers.mock import MockUpstream
 from router.config import Provider, ServerSettings
-from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
+from router.errors import UpstreamConnectError, UpstreamConnectTimeout, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 from router.sse import iter_event_batches
 
 
@@ -131,12 +131,12 @@ class HttpCarrier:
         if provider.api_key:
             headers.update(ADAPTERS[provider.kind].auth_headers(provider.api_key.reveal()))
         headers.update(call.headers)
-        t = provider.timeouts
-        timeout = aiohttp.ClientTimeout(total=None if call.stream else t.total, connect=t.connect, sock_read=t.read)
+        # Only the connect timeout is aiohttp's: first token, idle and total are the pipeline's (router/pipeline.py).
+        timeout = aiohttp.ClientTimeout(total=None, connect=call.connect_timeout, sock_read=None)
         try:
             response = await self._session.post(provider.base_url + call.path, data=call.body, headers=headers, timeout=timeout)
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"{provider.name}: timed out waiting for an answer") from exc
+            raise UpstreamConnectTimeout(f"{provider.name}: no connection within {call.connect_timeout:g} s (timeouts.connect)") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"{provider.name}: cannot connect ({exc.os_error.strerror or exc.os_error})") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:

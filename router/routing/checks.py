@@ -50,6 +50,7 @@ async def check_once(engine: RoutingEngine, transport: Transport, target: Target
     op = Operation.CHAT if Operation.CHAT in adapter.capabilities.operations else Operation.COMPLETION
     body = {k: v for k, v in CHECK_BODY.items() if k != ("prompt" if op is Operation.CHAT else "messages")}
     call = adapter.build_call(op, body, target.model, False)
+    call.connect_timeout = target.timeouts.connect
     started = time.monotonic()
     outcome = Outcome(HealthEffect.OK, probe=True)
     try:
@@ -85,7 +86,7 @@ class HealthChecks:
                     interval = target.provider.health.check_interval or 60.0
                     due[target.key] = now + interval
                     try:
-                        async with asyncio.timeout(max(interval, target.provider.timeouts.connect)):
+                        async with asyncio.timeout(max(interval, target.timeouts.connect)):
                             await check_once(engine, transport, target)
                     except Exception as exc:  # a check must never take the checker down
                         log.warning("health check of %s failed to run: %r", target.key, exc)
