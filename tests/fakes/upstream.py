@@ -61,6 +61,7 @@ class Behaviour:
     usage: dict[str, Any] | None = None  # override the usage the answer reports
     text: str | None = None
     drop_after_first: bool = False  # streams: cut the connection after the first chunk
+    first_delay: float = 0.0  # streams: headers at once, then this long before the first chunk
     # Misbehaviour, on purpose.  ``raw``: a whole 200 answer sent byte for byte (not JSON, say).
     # ``events``: a stream's SSE data payloads sent instead of the usual chunks (a good chunk,
     # then one that is not JSON, or an error object echoing the key), then ``[DONE]``.
@@ -253,6 +254,8 @@ class FakeUpstream:
             return b"data: " + json.dumps(data).encode() + b"\n\n"
 
         try:
+            if behaviour.first_delay:
+                await asyncio.sleep(behaviour.first_delay)
             for i, word in enumerate(words):
                 await response.write(chunk(word if i == 0 else " " + word))
                 if i == 0:

@@ -1,0 +1,167 @@
+"""Streams and failures a client can trust (issue 12): each timeout means one thing, a broken
+stream is a failure everywhere it is counted, and the trace names every candidate.
+
+Every upstream here is a real HTTP server on loopback (tests/fakes/upstream.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.accounting.record import RequestRecord
+from router.config import load_table
+from router.logs import request_fields
+from tests.conftest import ADMIN_HEADERS, provider_entry, wait_for
+from tests.fakes.upstream import Behaviour
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def two_providers(first: Any, second: Any, *, first_timeouts: dict[str, float] | None = None, **alias: Any) -> dict[str, Any]:
+    a = provider_entry(first, **({"timeouts": first_timeouts} if first_timeouts else {}))
+    return {
+        "providers": {"a": a, "b": provider_entry(second)},
+        "models": {"chat": {"targets": [{"provider": "a", "model": "ma"}, {"provider": "b", "model": "mb"}], **alias}},
+    }
+
+
+async def stream(url: str, **extra: Any) -> tuple[int, dict[str, str], list[bytes], list[bytes]]:
+    """(status, headers, data payloads, comment lines) of one streamed chat request."""
+    body = {"model": "chat", "stream": True, **CHAT, **extra}
+    data, comments = [], []
+    async with aiohttp.ClientSession() as s, s.post(url + "/v1/chat/completions", json=body) as r:
+        async for line in r.content:
+            line = line.rstrip(b"\r\n")
+            if line.startswith(b"data: "):
+                data.append(line[6:])
+            elif line.startswith(b":"):
+                comments.append(line)
+        return r.status, dict(r.headers), data, comments
+
+
+def texts(events: list[bytes]) -> str:
+    out = []
+    for event in events:
+        if event == b"[DONE]":
+            continue
+        for choice in orjson.loads(event).get("choices") or []:
+            out.append((choice.get("delta") or {}).get("content") or "")
+    return "".join(out)
+
+
+def listen(gw: Any) -> list[RequestRecord]:
+    records: list[RequestRecord] = []
+    gw.gateway.record_listeners.append(records.append)
+    return records
+
+
+async def test_a_slow_first_token_fails_over_to_the_next_target_before_anything_reached_the_client(make_upstream, start_gateway):
+    slow, fast = await make_upstream("openai"), await make_upstream("openai")
+    slow.then(Behaviour(first_delay=6, text="late"))
+    fast.default = Behaviour(text="served by b")
+    gw = await start_gateway(two_providers(slow, fast, first_timeouts={"first_token": 1}))
+    started = time.monotonic()
+    status, headers, events, _ = await stream(gw.url)
+    elapsed = time.monotonic() - started
+    assert status == 200 and texts(events) == "served by b" and events[-1] == b"[DONE]"
+    assert headers["x-router-trace"] == "a/ma=first token timeout, b/mb=ok"
+    assert elapsed < 4, f"the slow target was waited out ({elapsed:.1f} s)"
+
+
+async def test_first_token_does_not_cut_a_whole_answer_that_takes_longer_than_idle(make_upstream, start_gateway):
+    slow, spare = await make_upstream("openai"), await make_upstream("openai")
+    slow.then(Behaviour(delay=1.5, text="worth the wait"))
+    gw = await start_gateway(two_providers(slow, spare, first_timeouts={"first_token": 5, "idle": 0.5}))
+    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json={"model": "chat", **CHAT}) as r:
+        body = await r.json()
+        assert r.status == 200 and body["choices"][0]["message"]["content"] == "worth the wait"
+        assert r.headers["x-router-trace"] == "a/ma=ok" and not spare.received
+
+
+async def test_a_stream_that_stalls_past_idle_ends_with_an_error_event_and_is_a_stream_error(make_upstream, start_gateway, tmp_path):
+    stalling, spare = await make_upstream("openai"), await make_upstream("openai")
+    never = asyncio.Event()
+    stalling.then(Behaviour(gate=never, text="one two three"))
+    config = two_providers(stalling, spare, first_timeouts={"idle": 1})
+    config["ledger"] = {"sinks": [{"kind": "sqlite", "path": str(tmp_path / "u.db")}], "journal_dir": str(tmp_path / "j")}
+    gw = await start_gateway(config)
+    records = listen(gw)
+    started = time.monotonic()
+    status, _, events, _ = await stream(gw.url)
+    elapsed = time.monotonic() - started
+    assert status == 200 and texts(events[:1]) == "one"
+    error = orjson.loads(events[-1])["error"]
+    assert "silent for 1 s" in error["message"] and elapsed < 4 and not spare.received
+    await wait_for(lambda: records)
+    line = request_fields(records[0])
+    assert line["outcome"] == "stream_error" and line["error"] == "StreamStalled" and line["tried"] == ["chat -> a/ma: idle timeout mid-stream"]
+    await assert_counted_as_stream_error(gw.url)
+
+
+async def test_a_cut_stream_is_a_stream_error_in_the_log_line_usage_and_metrics(make_upstream, start_gateway, tmp_path):
+    cut, spare = await make_upstream("openai"), await make_upstream("openai")
+    cut.then(Behaviour(drop_after_first=True, text="one two"))
+    config = two_providers(cut, spare)
+    config["ledger"] = {"sinks": [{"kind": "sqlite", "path": str(tmp_path / "u.db")}], "journal_dir": str(tmp_path / "j")}
+    gw = await start_gateway(config)
+    records = listen(gw)
+    status, _, events, _ = await stream(gw.url)
+    assert status == 200 and "error" in orjson.loads(events[-1])
+    await wait_for(lambda: records)
+    line = request_fields(records[0])
+    assert line["status"] == 200 and line["outcome"] == "stream_error" and line["error"] and len(line["tried"]) == 1
+    await assert_counted_as_stream_error(gw.url)
+
+
+async def assert_counted_as_stream_error(url: str) -> None:
+    async def by_status() -> dict[str, int]:
+        async with aiohttp.ClientSession() as s, s.get(url + "/v1/usage?from=1d&group_by=status", headers=ADMIN_HEADERS) as r:
+            assert r.status == 200
+            return {row["status"]: row["requests"] for row in (await r.json())["data"]}
+
+    assert await wait_for(lambda: by_status()) == {"stream_error": 1}
+    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
+        families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+    counted = {s.labels["status"]: s.value for s in families["llm_router_requests"].samples if s.name == "llm_router_requests_total"}
+    assert counted == {"stream_error": 1.0}
+
+
+async def test_streamed_chunks_name_the_provider_entry_for_every_kind(make_upstream, start_gateway):
+    for kind, op in (("openai", "chat"), ("forii", "chat"), ("interactive", "completion"), ("forefront", "chat")):
+        up = await make_upstream(kind)
+        entry = provider_entry(up)
+        gw = await start_gateway({"providers": {"entry": entry}, "models": {"m": {"operations": [op], "targets": [{"provider": "entry", "model": "x"}]}}})
+        path, body = ("/v1/chat/completions", CHAT) if op == "chat" else ("/v1/completions", {"prompt": "hi"})
+        async with aiohttp.ClientSession() as s, s.post(gw.url + path, json={"model": "m", "stream": True, **body}) as r:
+            payloads = [line[6:].strip() for line in (await r.read()).split(b"\n") if line.startswith(b"data: {")]
+        chunks = [orjson.loads(p) for p in payloads]
+        assert chunks and {c["provider"] for c in chunks} == {"entry"}, kind
+        if kind == "interactive":
+            assert {c.get("upstream_provider") for c in chunks} <= {"anthropic", None}
+
+
+def test_timeouts_are_read_per_provider_and_overridden_per_target_and_read_is_a_deprecated_alias(tmp_path):
+    config = {
+        "providers": {"old": {"kind": "mock", "timeouts": {"read": 7, "connect": 2}}, "new": {"kind": "mock", "timeouts": {"first_token": 3}}},
+        "models": {
+            "chat": {"targets": [{"provider": "old", "model": "a"}, {"provider": "new", "model": "b", "timeouts": {"idle": 4}}]},
+        },
+        "auth": {"enabled": False},
+    }
+    path = tmp_path / "routes.yaml"
+    path.write_text(orjson.dumps(config).decode())
+    table = load_table(path)
+    old, new = (t.timeouts for t in table.aliases["chat"].targets)
+    assert (old.connect, old.first_token, old.idle, old.total) == (2, 7, 7, 600)
+    assert (new.connect, new.first_token, new.idle, new.total) == (5, 3, 4, 600)
+    assert table.providers["new"].timeouts.idle == 60  # the target's idle is its own
+    checked = subprocess.run([sys.executable, "-m", "router", "check", str(path)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0
+    assert "warning: providers.old.timeouts.read: is deprecated" in checked.stderr
