@@ -12,6 +12,7 @@
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error
     ├── RateLimited                   429 rate_limit_error
+    │   └── UpstreamsRateLimited      every candidate refused for rate: Retry-After when the soonest frees up
     ├── BudgetExceeded                402 insufficient_quota budget_exceeded (says when it resets)
     ├── AuthUnavailable               503 the key store did not answer (fail closed)
     ├── UpstreamError                 one attempt at one target went wrong
@@ -45,6 +46,7 @@ here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -63,6 +65,7 @@ class GatewayError(Exception):
     health: HealthEffect = HealthEffect.NEUTRAL  # a gateway-side error says nothing about the target
     reason: str = "error"  # a short phrase for traces and logs
     retry_after: float | None = None  # seconds the upstream asked us to wait
+    throttled: bool = False  # refused for rate (a 429, a cooldown, a limit): frees up by itself after retry_after
     closes_connection: bool = False  # the answer ends the client's connection (it may still be sending)
 
     def __init_subclass__(cls, **data: Any) -> None:
@@ -210,8 +213,8 @@ class UpstreamStatusError(UpstreamError):
         self.reason = f"status {upstream_status}"
         # 401/403/408/409: another target, not this one again.
         self.retry_on = "429" if upstream_status == 429 else "5xx" if upstream_status >= 500 else None
-        throttled = upstream_status == 429 or (upstream_status == 503 and retry_after is not None)
-        self.health = HealthEffect.THROTTLE if throttled else HealthEffect.FAIL
+        self.throttled = upstream_status == 429 or (upstream_status == 503 and retry_after is not None)
+        self.health = HealthEffect.THROTTLE if self.throttled else HealthEffect.FAIL
 
 
 class UpstreamClientError(UpstreamStatusError, type="invalid_request_error"):
@@ -237,9 +240,11 @@ class UpstreamClientError(UpstreamStatusError, type="invalid_request_error"):
 class TargetUnavailable(GatewayError, status=503, type="upstream_error", retryable=True):
     """A candidate skipped before any I/O; never reaches a client on its own."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, throttled: bool = False, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.throttled = throttled
+        self.retry_after = retry_after
 
 
 def upstream_status_error(
@@ -267,6 +272,25 @@ class AllCandidatesFailed(GatewayError, type="upstream_error", code="all_upstrea
         super().__init__(message, headers=headers)
         self.status = status
         self.lines = lines
+
+
+class UpstreamsRateLimited(RateLimited):
+    """Every candidate was refused for rate (429s, cooldowns, quotas, limits): Retry-After is when the soonest frees up,
+    so an SDK's rate-limit handling (openai.RateLimitError and its retry) takes over."""
+
+    def __init__(self, lines: list[str], wait: float, *, headers: dict[str, str]) -> None:
+        seconds = max(1, math.ceil(wait))
+        headers = {**headers, "Retry-After": str(seconds), "retry-after-ms": str(max(1, round(wait * 1000)))}
+        super().__init__(f"every upstream is rate limited; the soonest frees up in {seconds} s: " + "; ".join(lines), headers=headers)
+        self.lines = lines
+
+
+def all_failed(errors: list[GatewayError], lines: list[str], headers: dict[str, str]) -> GatewayError:
+    """What the client hears when no candidate answered: 429 when every one was refused for rate, else 502/503/504."""
+    if errors and all(e.throttled for e in errors):
+        wait = min((e.retry_after for e in errors if e.retry_after is not None), default=1.0)
+        return UpstreamsRateLimited(lines, wait, headers=headers)
+    return AllCandidatesFailed(status_for_failures(errors), lines, headers=headers)
 
 
 def status_for_failures(errors: list[GatewayError]) -> int:

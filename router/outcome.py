@@ -28,3 +28,17 @@ class AttemptKind(StrEnum):
     FAILED = "failed"  # called, failed before anything reached the client
     MID_STREAM = "mid-stream"  # failed after the client had the first byte: no failover possible
     CLIENT_GONE = "client disconnected"  # the client left while this attempt ran
+
+
+class SkipCause(StrEnum):
+    """Why admission passed a candidate over before any I/O (the values cross from Lua)."""
+
+    CIRCUIT = "circuit"  # open, or its half-open probe is in flight: ill health
+    COOLDOWN = "cooldown"  # the Retry-After it asked for has not passed
+    QUOTA = "quota"  # the quota its provider reported is spent until its reset
+    LIMIT = "limit"  # a configured rpm, tpm or concurrency of the target or its provider account
+
+    @property
+    def throttled(self) -> bool:
+        """Refused for rate, not health: it frees up by itself, so the client hears 429 with Retry-After."""
+        return self is not SkipCause.CIRCUIT

@@ -39,7 +39,6 @@ from router.accounting.record import AttemptRecord, RequestRecord, request_metad
 from router.auth.admission import Admission
 from router.config import RouteTable, ServerSettings
 from router.errors import (
-    AllCandidatesFailed,
     AuthUnavailable,
     BodyTimeout,
     BodyTooLarge,
@@ -51,7 +50,7 @@ from router.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
-    status_for_failures,
+    all_failed,
     upstream_status_error,
 )
 from router.gateway import Gateway
@@ -111,7 +110,7 @@ def describe_request(record: RequestRecord, req: ClientRequest, request: web.Req
 class Exchange:
     """One client request, from its body to its ledger record."""
 
-    __slots__ = ("request", "gateway", "table", "op", "record", "admission", "_req", "deadline")
+    __slots__ = ("request", "gateway", "table", "op", "record", "admission", "_req", "deadline", "set_aside")
 
     def __init__(self, request: web.Request, op: Operation) -> None:
         self.request = request
@@ -122,6 +121,7 @@ class Exchange:
         self.admission = Admission(request.get(PRINCIPAL), self.record)
         self._req: ClientRequest | None = None
         self.deadline = 0.0
+        self.set_aside: set[int] = set()  # ids of the candidates the trace already names as skipped
 
     @property
     def req(self) -> ClientRequest:
@@ -164,7 +164,7 @@ class Exchange:
     async def send_with_fallback(self, candidates: list[Candidate], entry: Entry | None) -> web.StreamResponse:
         self.deadline = self.req.received_at + candidates[0].alias.retry.deadline
         errors: list[GatewayError] = []
-        remaining = self.gateway.routing.order(candidates, self.req)
+        remaining = self.ordered(candidates)
         while remaining:
             admitted = await self.admit_next(remaining, errors, entry)
             entry = None  # the request's own limits and budget are counted once, with its first admission
@@ -179,8 +179,15 @@ class Exchange:
                 raise
             except (UpstreamError, TargetUnavailable) as exc:
                 errors.append(exc)
-        lines = [attempt.line for attempt in self.record.attempts]
-        raise AllCandidatesFailed(status_for_failures(errors), lines, headers=self.router_headers(None))
+        raise all_failed(errors, [attempt.line for attempt in self.record.attempts], self.router_headers(None))
+
+    def ordered(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The strategy's order; those local state knows to be unavailable are named in the trace first, tried last."""
+        ordering = self.gateway.routing.order(candidates, self.req)
+        for candidate, skip in ordering.set_aside:
+            self.record.skip(candidate.target.key, candidate.alias.name, skip.reason)
+        self.set_aside = {id(candidate) for candidate, _ in ordering.set_aside}
+        return ordering.candidates
 
     async def admit_next(self, remaining: list[Candidate], errors: list[GatewayError], entry: Entry | None) -> tuple[int, Ticket] | None:
         """The first of ``remaining`` that shared state admits (with the request's entry, the first time)."""
@@ -194,9 +201,11 @@ class Exchange:
             raise AuthUnavailable("the budget store is unavailable; try again shortly") from exc
         if entry is not None:
             self.counted(admission)
-        for skipped, reason in admission.skips:
-            self.record.skip(remaining[skipped].target.key, remaining[skipped].alias.name, reason)
-            errors.append(TargetUnavailable(reason))
+        for index, skip in admission.skips:
+            candidate = remaining[index]
+            if id(candidate) not in self.set_aside:  # already in the trace, from local state
+                self.record.skip(candidate.target.key, candidate.alias.name, skip.reason)
+            errors.append(TargetUnavailable(skip.reason, throttled=skip.cause.throttled, retry_after=skip.wait))
         return None if admission.index is None or ticket is None else (admission.index, ticket)
 
     def counted(self, admission: StoreAdmission) -> None:
@@ -218,9 +227,10 @@ class Exchange:
         Retry-After this target asked for has just been waited out."""
         admission, ticket = await self.gateway.routing.readmit(candidate, self.req, self.deadline)
         if ticket is None:
-            reason = admission.skips[0][1] if admission.skips else "not admitted"
+            skip = admission.skips[0][1] if admission.skips else None
+            reason = skip.reason if skip is not None else "not admitted"
             self.record.skip(candidate.target.key, candidate.alias.name, reason)
-            raise TargetUnavailable(reason)
+            raise TargetUnavailable(reason, throttled=skip is not None and skip.cause.throttled, retry_after=skip.wait if skip else None)
         return ticket
 
     async def attempt(self, candidate: Candidate, ticket: Ticket) -> web.StreamResponse:

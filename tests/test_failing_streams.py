@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 import aiohttp
+import openai
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.accounting.record import RequestRecord
@@ -165,3 +167,48 @@ def test_timeouts_are_read_per_provider_and_overridden_per_target_and_read_is_a_
     checked = subprocess.run([sys.executable, "-m", "router", "check", str(path)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0
     assert "warning: providers.old.timeouts.read: is deprecated" in checked.stderr
+
+
+async def test_every_candidate_answering_429_is_a_429_with_retry_after_that_the_openai_sdk_raises_as_rate_limit(make_upstream, start_gateway):
+    a, b = await make_upstream("openai"), await make_upstream("openai")
+    a.default = Behaviour(status=429, headers={"Retry-After": "7"})
+    b.default = Behaviour(status=429, headers={"retry-after-ms": "2500"})
+    gw = await start_gateway(two_providers(a, b))
+    client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as raised:
+        await client.chat.completions.create(model="chat", **CHAT)
+    response = raised.value.response
+    assert response.status_code == 429 and response.headers["Retry-After"] == "3"  # the soonest: b's 2.5 s
+    assert raised.value.code == "rate_limit_exceeded"
+    assert response.headers["x-router-trace"] == "a/ma=status 429, b/mb=status 429"
+    # Both now cool down: the next request is refused from shared state, before any I/O, with the same answer.
+    with pytest.raises(openai.RateLimitError) as again:
+        await client.chat.completions.create(model="chat", **CHAT)
+    assert again.value.response.headers["x-router-trace"].count("skipped: cooldown") == 2
+    assert 1 <= int(again.value.response.headers["Retry-After"]) <= 3
+    assert len(a.received) == len(b.received) == 1
+    await client.close()
+
+
+async def test_a_failure_that_is_not_rate_is_still_a_5xx(make_upstream, start_gateway):
+    a, b = await make_upstream("openai"), await make_upstream("openai")
+    a.default, b.default = Behaviour(status=429), Behaviour(status=500)
+    gw = await start_gateway(two_providers(a, b))
+    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json={"model": "chat", **CHAT}) as r:
+        assert r.status == 502 and (await r.json())["error"]["code"] == "all_upstreams_failed"
+
+
+async def test_the_trace_names_a_target_with_an_open_circuit_on_every_request(make_upstream, start_gateway):
+    dead, good = await make_upstream("openai"), await make_upstream("openai")
+    dead.default = Behaviour(status=503)
+    config = two_providers(dead, good)
+    config["providers"]["a"]["health"] = {"failure_threshold": 1, "cooldown": 60}
+    gw = await start_gateway(config)
+    traces = []
+    for _ in range(4):
+        async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json={"model": "chat", **CHAT}) as r:
+            assert r.status == 200
+            traces.append(r.headers["x-router-trace"])
+    assert traces[0] == "a/ma=status 503, b/mb=ok"
+    assert traces[1:] == ["a/ma=skipped: open circuit, b/mb=ok"] * 3
+    assert len(dead.received) == 1

@@ -8,13 +8,20 @@ import pytest
 
 from router.config import HealthPolicy, StateSettings
 from router.errors import GatewayError, UpstreamClientError, UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
+from router.outcome import SkipCause
 from router.routing.health import Health, parse_duration, read_quota
 from router.state.limiter import ScopeLimit
 from router.state.memory import MemoryStore
-from router.state.store import Claim, Outcome, StateStore
+from router.state.store import Claim, Outcome, Skip, StateStore
 from tests.conftest import wait_for
 
 RULES = HealthPolicy(failure_threshold=3, failure_rate=0.5, min_requests=6, window=30, cooldown=10, probe_timeout=5)
+
+
+def why(refused: tuple[Skip | None, bool]) -> str | None:
+    """The reason a refusal gives (its cause and wait are checked where they matter)."""
+    skip = refused[0]
+    return None if skip is None else skip.reason
 
 
 def fail(health: Health, now: float, probe: bool = False) -> None:
@@ -27,7 +34,7 @@ def test_consecutive_failures_open_the_circuit():
     fail(h, 100)
     assert h.refusal(100, 1, True) == (None, False)
     fail(h, 100)
-    assert h.refusal(100.5, 1, True) == ("open circuit", False)
+    assert why(h.refusal(100.5, 1, True)) == "open circuit" and h.refusal(100.5, 1, True)[1] is False
     assert h.state(100.5).circuit == "open"
 
 
@@ -38,7 +45,7 @@ def test_a_success_resets_the_consecutive_count():
     h.fold(Outcome("ok", latency_ms=10), RULES, 100)
     fail(h, 100)
     fail(h, 100)
-    assert h.refusal(100, 1, True)[0] is None
+    assert why(h.refusal(100, 1, True)) is None
 
 
 def test_failure_rate_over_the_window_opens_the_circuit():
@@ -66,12 +73,12 @@ def test_half_open_lets_one_probe_through_and_its_success_closes():
     h = Health()
     for _ in range(3):
         fail(h, 100)
-    assert h.refusal(109, 1, True)[0] == "open circuit"
+    assert why(h.refusal(109, 1, True)) == "open circuit"
     reason, probe = h.refusal(110, 1, True)
     assert (reason, probe) == (None, True)
     assert h.state(110).circuit == "half-open"
     h.admitted(110, 1, probe, RULES)
-    assert h.refusal(110.1, 1, True)[0] == "circuit half-open, probe in flight"
+    assert why(h.refusal(110.1, 1, True)) == "circuit half-open, probe in flight"
     h.fold(Outcome("ok", latency_ms=10, probe=True), RULES, 111)
     assert h.state(111).circuit == "closed"
     assert h.refusal(111, 1, True) == (None, False)
@@ -84,7 +91,7 @@ def test_a_failed_probe_opens_the_circuit_again_for_a_full_cooldown():
     _, probe = h.refusal(110, 1, True)
     h.admitted(110, 1, probe, RULES)
     fail(h, 111, probe=True)
-    assert h.refusal(120, 1, True)[0] == "open circuit"
+    assert why(h.refusal(120, 1, True)) == "open circuit"
     assert h.refusal(121.1, 1, True) == (None, True)
 
 
@@ -93,7 +100,7 @@ def test_a_probe_that_never_reports_frees_the_slot_after_its_timeout():
     for _ in range(3):
         fail(h, 100)
     h.admitted(110, 1, True, RULES)
-    assert h.refusal(114, 1, True)[0] == "circuit half-open, probe in flight"
+    assert why(h.refusal(114, 1, True)) == "circuit half-open, probe in flight"
     assert h.refusal(115.1, 1, True) == (None, True)
 
 
@@ -101,7 +108,7 @@ def test_throttle_cools_down_without_touching_the_circuit():
     h = Health()
     h.fold(Outcome("throttle", retry_after=2), RULES, 100)
     assert h.failures == 0
-    assert h.refusal(101, 1, True)[0].startswith("cooldown")
+    assert why(h.refusal(101, 1, True)).startswith("cooldown")
     assert h.refusal(101, 1, False) == (None, False)  # a retry that already waited it out
     assert h.refusal(102.01, 1, True) == (None, False)
 
@@ -118,7 +125,7 @@ def test_reported_quota_is_decremented_by_admissions_and_exhaustion_skips():
     h.fold(Outcome("ok", remaining_requests=2, reset_requests=30), RULES, 100)
     h.admitted(100, 10, False, RULES)
     h.admitted(100, 10, False, RULES)
-    assert h.refusal(100, 10, True)[0] == "provider quota exhausted (requests)"
+    assert why(h.refusal(100, 10, True)) == "provider quota exhausted (requests)"
     # an older report from the same window does not raise it again
     h.fold(Outcome("ok", remaining_requests=1, reset_requests=29.5), RULES, 100.2)
     assert h.remaining_requests == 0
@@ -129,8 +136,8 @@ def test_reported_quota_is_decremented_by_admissions_and_exhaustion_skips():
 def test_token_quota_is_compared_with_the_estimate():
     h = Health()
     h.fold(Outcome("ok", remaining_tokens=500, reset_tokens=10), RULES, 100)
-    assert h.refusal(100, 400, True)[0] is None
-    assert h.refusal(100, 600, True)[0] == "provider quota exhausted (tokens)"
+    assert why(h.refusal(100, 400, True)) is None
+    assert why(h.refusal(100, 600, True)) == "provider quota exhausted (tokens)"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5), ("soon", None), (None, None)])
@@ -195,7 +202,7 @@ async def test_store_walks_closed_open_half_open_closed(store: StateStore):
         store.report(a, adm.grant, Outcome("fail"))
         await store.tasks.drain()
     adm = await store.admit([a, b], 5)
-    assert (adm.index, adm.skips) == (1, [(0, "open circuit")])
+    assert adm.index == 1 and [(i, s.cause, s.reason) for i, s in adm.skips] == [(0, SkipCause.CIRCUIT, "open circuit")]
     store.report(b, adm.grant, Outcome("ok", latency_ms=5))
     assert (await store.read([a]))["p/a"].circuit == "open"
 
@@ -206,7 +213,7 @@ async def test_store_walks_closed_open_half_open_closed(store: StateStore):
     probe = await wait_for(probe_admitted, timeout=3)
     assert probe.probe
     second = await store.admit([a, b], 5)
-    assert second.skips == [(0, "circuit half-open, probe in flight")]
+    assert [(i, s.reason) for i, s in second.skips] == [(0, "circuit half-open, probe in flight")]
     store.report(b, second.grant, Outcome("ok"))
     store.report(a, probe.grant, Outcome("ok", latency_ms=5, probe=True))
     await store.tasks.drain()
@@ -221,7 +228,7 @@ async def test_store_cooldown_from_retry_after(store: StateStore):
     store.report(a, adm.grant, Outcome("throttle", retry_after=0.4))
     await store.tasks.drain()
     refused = await store.admit([a], 5)
-    assert refused.index is None and refused.skips[0][1].startswith("cooldown")
+    assert refused.index is None and refused.skips[0][1].reason.startswith("cooldown") and refused.skips[0][1].cause is SkipCause.COOLDOWN
     assert await wait_for(lambda: _admitted(store, a), timeout=3)
 
 

@@ -143,9 +143,9 @@ async def test_admin_targets_shows_live_state(make_upstream, start_gateway):
     }
     assert t["up0/m0"]["price"]["input"] == "1"
     assert t["up1/m1"]["latency_ms"] is not None
-    # while it cools down the strategy puts it last, so the next request does not call it
+    # while it cools down the strategy puts it last, so the next request does not call it; the trace still names it
     status, _, headers = await post(gw.url)
-    assert status == 200 and headers["x-router-trace"] == "up1/m1=ok"
+    assert status == 200 and headers["x-router-trace"] == "up0/m0=skipped: cooldown 30.0s, up1/m1=ok"
     assert len(up.received) == 1
 
 
@@ -174,7 +174,8 @@ async def test_tokens_are_estimated_before_the_call_and_corrected_after(make_ups
     first = asyncio.create_task(post(gw.url, max_tokens=500))
     await wait_for(lambda: _in_flight(gw.url, 1))
     status, body, headers = await post(gw.url, max_tokens=500)
-    assert status == 503 and "skipped: over limit target:up0/m0 tpm" in headers["x-router-trace"]
+    assert status == 429 and "skipped: over limit target:up0/m0 tpm" in headers["x-router-trace"]
+    assert body["error"]["code"] == "rate_limit_exceeded" and int(headers["Retry-After"]) >= 1
     assert (await first)[0] == 200
 
 
@@ -198,8 +199,9 @@ async def test_a_provider_account_limit_is_shared_by_its_models(make_upstream, s
     )
     assert (await post(gw.url))[0] == 200
     assert (await post(gw.url))[0] == 200
-    status, _, headers = await post(gw.url)
-    assert status == 503
+    status, body, headers = await post(gw.url)
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"  # rate, not ill health: Retry-After says when
+    assert 1 <= int(headers["Retry-After"]) <= 60
     assert headers["x-router-trace"] == "acct/small=skipped: over limit account:acct rpm, acct/big=skipped: over limit account:acct rpm"
 
 

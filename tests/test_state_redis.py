@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.config import HealthPolicy, StateSettings
+from router.outcome import SkipCause
 from router.state.limiter import ScopeLimit
 from router.state.redis_store import RedisStore
 from router.state.store import Claim, Outcome
@@ -85,7 +86,8 @@ async def _falls_back_to_local_state(port: int) -> None:
             got = await store.admit([CLAIM], lease_ttl=5)
             store.report(CLAIM, got.grant, Outcome("ok"))
         refused = await store.admit([CLAIM], lease_ttl=5)
-        assert refused.index is None and refused.skips == [(0, "over limit target:prov/model rpm")]
+        assert refused.index is None and [(i, s.cause, s.reason) for i, s in refused.skips] == [(0, SkipCause.LIMIT, "over limit target:prov/model rpm")]
+        assert 0 < (refused.skips[0][1].wait or 0) <= 60
     finally:
         await store.close()
         await client.aclose()

@@ -1,7 +1,8 @@
 """The routing engine: order the candidates, admit one against shared state, report how the call went.
 
     order(candidates, req)        each alias's targets by its strategy, over a
-                                  snapshot of state (no I/O, never waits)
+                                  snapshot of state (no I/O, never waits); those it
+                                  knows to be unavailable come last, with why
     admit(candidates, req, ...)   one store call: the first candidate whose
                                   circuit, cooldown, reported quota and limits
                                   allow it is counted and leased (with the
@@ -30,7 +31,7 @@ from router.routing import strategies
 from router.routing.candidates import Candidate
 from router.routing.health import read_quota
 from router.state.limiter import Grant, ScopeLimit
-from router.state.store import Admission, Claim, Entry, Outcome, StateStore, TargetState
+from router.state.store import Admission, Claim, Entry, Outcome, Skip, StateStore, TargetState
 
 DEFAULT_OUTPUT_TOKENS = 256  # counted for a request without max_tokens, corrected after the call
 LEASE_SLACK = 30.0  # a lease outlives the request's deadline by this much, then expires on its own
@@ -60,6 +61,15 @@ class Ticket:
     headers: Mapping[str, str] | None = None  # the upstream's answer headers, for its rate-limit state
 
 
+@dataclass(slots=True)
+class Ordering:
+    """The candidates in the order to try them, and those the last state read already knows to be
+    unavailable (kept last, so admission on live state can still take them; the trace names them first)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    set_aside: list[tuple[Candidate, Skip]] = field(default_factory=list)
+
+
 class RoutingEngine:
     def __init__(self, store: StateStore, rng: random.Random | None = None) -> None:
         self.store = store
@@ -68,12 +78,12 @@ class RoutingEngine:
     def claim(self, target: Target, tokens: int, *, honour_cooldown: bool = True) -> Claim:
         return Claim(target.key, target_limits(target), tokens, target.provider.health, honour_cooldown)
 
-    def order(self, candidates: Sequence[Candidate], req: ClientRequest) -> list[Candidate]:
+    def order(self, candidates: Sequence[Candidate], req: ClientRequest) -> Ordering:
         """Candidates arrive grouped by alias (candidates.py); each group is ordered by its alias's strategy."""
         tokens = estimate_tokens(req)
         states = self.store.snapshot([self.claim(c.target, tokens) for c in candidates])
         ctx = strategies.Context(time.time(), tokens, req.stream, self.rng)
-        ordered: list[Candidate] = []
+        ordering = Ordering()
         start = 0
         while start < len(candidates):
             alias = candidates[start].alias
@@ -83,10 +93,14 @@ class RoutingEngine:
             options = [
                 strategies.Option(i, c.target, states.get(c.target.key) or TargetState(), target_limits(c.target)) for i, c in enumerate(candidates[start:end])
             ]
-            by_option = {id(o): candidates[start + o.position] for o in options}
-            ordered += [by_option[id(o)] for o in strategies.order(alias.strategy, options, ctx)]
+            for option in strategies.order(alias.strategy, options, ctx):
+                candidate = candidates[start + option.position]
+                ordering.candidates.append(candidate)
+                skip = strategies.unavailable(option, ctx)
+                if skip is not None:
+                    ordering.set_aside.append((candidate, skip))
             start = end
-        return ordered
+        return ordering
 
     async def admit(self, candidates: Sequence[Candidate], req: ClientRequest, deadline: float, entry: Entry | None = None) -> tuple[Admission, Ticket | None]:
         """One store call: the first admissible candidate (and the request's own entry, when given), counted and leased."""

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 from router.config import HealthPolicy
 from router.errors import UpstreamClientError, UpstreamError, UpstreamStatusError
-from router.outcome import HealthEffect
-from router.state.store import Outcome, TargetState
+from router.outcome import HealthEffect, SkipCause
+from router.state.store import Outcome, Skip, TargetState
 
 LOW_REQUESTS = 2  # provider-reported requests left at which a target counts as running out
 DEFAULT_QUOTA_RESET = 60.0  # when a provider reports remaining quota but not when it resets
@@ -125,21 +125,22 @@ class Health:
     ttft_ms: float | None = None
     measured_at: float = 0.0
 
-    def refusal(self, now: float, tokens: int, honour_cooldown: bool) -> tuple[str | None, bool]:
+    def refusal(self, now: float, tokens: int, honour_cooldown: bool) -> tuple[Skip | None, bool]:
         """(why this target may not be called now, or None; whether the call is a half-open probe)."""
         probe = False
         if self.open:
             if now < self.open_until:
-                return "open circuit", False
+                return Skip(SkipCause.CIRCUIT, "open circuit", self.open_until - now), False
             if self.probe_until > now:
-                return "circuit half-open, probe in flight", False
+                return Skip(SkipCause.CIRCUIT, "circuit half-open, probe in flight", self.probe_until - now), False
             probe = True
         if honour_cooldown and self.cooldown_until > now:
-            return f"cooldown {self.cooldown_until - now:.1f}s", False
+            wait = self.cooldown_until - now
+            return Skip(SkipCause.COOLDOWN, f"cooldown {wait:.1f}s", wait), False
         if self.remaining_requests is not None and self.reset_requests_at > now and self.remaining_requests <= 0:
-            return "provider quota exhausted (requests)", False
+            return Skip(SkipCause.QUOTA, "provider quota exhausted (requests)", self.reset_requests_at - now), False
         if self.remaining_tokens is not None and self.reset_tokens_at > now and self.remaining_tokens < tokens:
-            return "provider quota exhausted (tokens)", False
+            return Skip(SkipCause.QUOTA, "provider quota exhausted (tokens)", self.reset_tokens_at - now), False
         return None, probe
 
     def admitted(self, now: float, tokens: int, probe: bool, rules: HealthPolicy) -> None:

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from router.config import Target
+from router.outcome import SkipCause
 from router.routing.health import healthy, running_low
-from router.state.limiter import ScopeLimit
-from router.state.store import TargetState
+from router.state.limiter import Refusal, ScopeLimit
+from router.state.store import Skip, TargetState
 
 EXPLORE = 0.1
 STALE_AFTER = 60.0  # seconds after which a latency average no longer counts
@@ -58,26 +59,39 @@ class Context:
     rng: random.Random
 
 
+def unavailable(option: Option, ctx: Context) -> Skip | None:
+    """Why the last state read says admission would refuse this target now (admission, on live state, decides)."""
+    state, now = option.state, ctx.now
+    if state.cooldown_until > now:
+        wait = state.cooldown_until - now
+        return Skip(SkipCause.COOLDOWN, f"cooldown {wait:.1f}s", wait)
+    if not healthy(state, now):
+        return Skip(SkipCause.CIRCUIT, "open circuit", state.open_until - now)
+    for limit in option.limits:
+        usage = state.usage(limit.scope)
+        if limit.rpm is not None and usage.requests + 1 > limit.rpm:
+            return Skip(SkipCause.LIMIT, Refusal(limit.scope, "rpm", 0.0).reason)
+        if limit.tpm is not None and usage.tokens > 0 and usage.tokens + ctx.tokens > limit.tpm:
+            return Skip(SkipCause.LIMIT, Refusal(limit.scope, "tpm", 0.0).reason)
+        if limit.concurrency is not None and usage.in_flight >= limit.concurrency:
+            return Skip(SkipCause.LIMIT, Refusal(limit.scope, "concurrency", 0.0).reason)
+    if state.remaining_requests is not None and state.remaining_requests <= 0:
+        return Skip(SkipCause.QUOTA, "provider quota exhausted (requests)", max(0.0, state.reset_requests_at - now))
+    return None
+
+
 def band(option: Option, ctx: Context) -> int:
     """0 ready, 1 running low, 2 unavailable."""
-    state = option.state
-    if not healthy(state, ctx.now):
+    if unavailable(option, ctx) is not None:
         return 2
+    state = option.state
     low = running_low(state, ctx.tokens, ctx.now)
     for limit in option.limits:
         usage = state.usage(limit.scope)
         if limit.rpm is not None:
-            if usage.requests + 1 > limit.rpm:
-                return 2
             low = low or usage.requests + 1 > NEAR_LIMIT * limit.rpm
         if limit.tpm is not None:
-            if usage.tokens > 0 and usage.tokens + ctx.tokens > limit.tpm:
-                return 2
             low = low or usage.tokens + ctx.tokens > NEAR_LIMIT * limit.tpm
-        if limit.concurrency is not None and usage.in_flight >= limit.concurrency:
-            return 2
-    if state.remaining_requests is not None and state.remaining_requests <= 0:
-        return 2
     return 1 if low else 0
 
 

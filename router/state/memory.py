@@ -13,9 +13,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from router.outcome import SkipCause
 from router.routing.health import Health
 from router.state.limiter import Grant, LocalLimiter, Refusal, Reserve
-from router.state.store import Admission, Claim, Entry, Outcome, ScopeUsage, StateStore, TargetState
+from router.state.store import Admission, Claim, Entry, Outcome, ScopeUsage, Skip, StateStore, TargetState
 
 
 class MemoryStore(StateStore):
@@ -73,16 +74,16 @@ class MemoryStore(StateStore):
         return admission
 
     def admit_claim(self, claims: Sequence[Claim], lease_ttl: float, now: float) -> Admission:
-        skips: list[tuple[int, str]] = []
+        skips: list[tuple[int, Skip]] = []
         for index, claim in enumerate(claims):
             health = self.health_for(claim.target)
-            reason, probe = health.refusal(now, claim.tokens, claim.honour_cooldown)
-            if reason is None:
+            skip, probe = health.refusal(now, claim.tokens, claim.honour_cooldown)
+            if skip is None:
                 refusal = self.limiter.check(claim.limits, claim.tokens, now)
                 if refusal is not None:
-                    reason = refusal.reason
-            if reason is not None:
-                skips.append((index, reason))
+                    skip = Skip(SkipCause.LIMIT, refusal.reason, refusal.retry_after)
+            if skip is not None:
+                skips.append((index, skip))
                 continue
             health.admitted(now, claim.tokens, probe, claim.rules)
             grant = self.limiter.take(claim.limits, claim.tokens, lease_ttl, now)

@@ -68,10 +68,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from router.config import StateSettings
+from router.outcome import SkipCause
 from router.state.limiter import LIMITER_LUA, MAX_MICRO_USD, MAX_TOKENS, WINDOW_SECONDS, Grant, Refusal, ScopeCount, ScopeLimit, clamp, new_lease
 from router.state.memory import MemoryStore
 from router.state.pipeliner import Pipeliner, Script
-from router.state.store import Admission, Claim, Entry, Outcome, RedisUnavailable, ScopeUsage, StateStore, TargetState
+from router.state.store import Admission, Claim, Entry, Outcome, RedisUnavailable, ScopeUsage, Skip, StateStore, TargetState
 
 log = logging.getLogger("router.state")
 
@@ -84,19 +85,25 @@ MAX_KNOWN = 1024  # targets the background refresh reads; wildcard aliases could
 MAX_KEPT = 100_000  # releases, settlements and reports kept while Redis is out
 
 _TARGET_LUA = r"""
+-- (cause, reason, wait ms) when the target may not be called now, else nil; and whether the call is a probe
 local function target_refusal(th, now, tokens, honour)
   local h = redis.call('HMGET', th, 'open', 'open_until', 'probe_until', 'cool_until', 'rem_rq', 'rst_rq', 'rem_tk', 'rst_tk')
   local probe = false
   if h[1] == '1' then
-    if now < tonumber(h[2]) then return 'open circuit', false end
-    if tonumber(h[3] or 0) > now then return 'circuit half-open, probe in flight', false end
+    if now < tonumber(h[2]) then return {'circuit', 'open circuit', tonumber(h[2]) - now}, false end
+    if tonumber(h[3] or 0) > now then return {'circuit', 'circuit half-open, probe in flight', tonumber(h[3]) - now}, false end
     probe = true
   end
   if honour and tonumber(h[4] or 0) > now then
-    return string.format('cooldown %.1fs', (tonumber(h[4]) - now) / 1000), false
+    local wait = tonumber(h[4]) - now
+    return {'cooldown', string.format('cooldown %.1fs', wait / 1000), wait}, false
   end
-  if h[5] and tonumber(h[6] or 0) > now and tonumber(h[5]) <= 0 then return 'provider quota exhausted (requests)', false end
-  if h[7] and tonumber(h[8] or 0) > now and tonumber(h[7]) < tokens then return 'provider quota exhausted (tokens)', false end
+  if h[5] and tonumber(h[6] or 0) > now and tonumber(h[5]) <= 0 then
+    return {'quota', 'provider quota exhausted (requests)', tonumber(h[6]) - now}, false
+  end
+  if h[7] and tonumber(h[8] or 0) > now and tonumber(h[7]) < tokens then
+    return {'quota', 'provider quota exhausted (tokens)', tonumber(h[8]) - now}, false
+  end
   return nil, probe
 end
 """
@@ -110,7 +117,8 @@ end
 # Returns {chosen claim (0: none), probe, now ms, entry (1 taken or none, 0 refused,
 #          2 not taken: no claim admissible, -1 cancelled by a tombstone), refused index,
 #          refused limit ('reserve' for a counter), retry ms, (requests, tokens, oldest second)
-#          per entry scope, then (claim, reason) for each claim skipped}.
+#          per entry scope, then (claim, cause, reason, wait ms) for each claim skipped; a limit's
+#          reason is 'limit:<scope index>:<rpm|tpm|concurrency>'}.
 ADMIT_LUA = (
     LIMITER_LUA
     + _TARGET_LUA
@@ -159,14 +167,16 @@ local skips = {}
 for c = 1, n do
   local tokens, honour, probe_ms, ns = tonumber(ARGV[a]), ARGV[a + 1] == '1', tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local th = KEYS[k]
-  local reason, probe = target_refusal(th, now, tokens, honour)
-  if not reason then
+  local refused, probe = target_refusal(th, now, tokens, honour)
+  if not refused then
     local rr = check_scopes(k + 1, a + 4, ns, tokens, now)
-    if rr then reason = 'limit:' .. rr[1] .. ':' .. rr[2] end
+    if rr then refused = {'limit', 'limit:' .. rr[1] .. ':' .. rr[2], rr[3]} end
   end
-  if reason then
+  if refused then
     skips[#skips + 1] = c
-    skips[#skips + 1] = reason
+    skips[#skips + 1] = refused[1]
+    skips[#skips + 1] = refused[2]
+    skips[#skips + 1] = math.floor(refused[3])
   else
     take_scopes(k + 1, ns, tokens, now, lease, lease_ms)
     if probe then redis.call('HSET', th, 'probe_until', now + probe_ms) end
@@ -632,7 +642,7 @@ def _admission(result: list[Any], lease: str, claims: Sequence[Claim], entry: En
         for i, limit in enumerate(limits)
     )
     rest = result[7 + 3 * len(limits) :]
-    skips = [(int(rest[i]) - 1, _skip_reason(_text(rest[i + 1]), claims[int(rest[i]) - 1])) for i in range(0, len(rest), 2)]
+    skips = [(int(rest[i]) - 1, _skip(rest[i + 1 : i + 4], claims[int(rest[i]) - 1])) for i in range(0, len(rest), 4)]
     if status == 0:
         assert entry is not None
         index, which = int(result[4]), _text(result[5])
@@ -647,11 +657,13 @@ def _admission(result: list[Any], lease: str, claims: Sequence[Claim], entry: En
     return admission
 
 
-def _skip_reason(reason: str, claim: Claim) -> str:
-    if reason.startswith("limit:"):  # the script names the scope by index: 'limit:<i>:<rpm|tpm|concurrency>'
+def _skip(fields: list[Any], claim: Claim) -> Skip:
+    """One skipped claim from the script: (cause, reason, wait ms); a limit names its scope by index."""
+    cause, reason, wait = SkipCause(_text(fields[0])), _text(fields[1]), max(0.0, int(fields[2]) / 1000)
+    if cause is SkipCause.LIMIT:  # 'limit:<i>:<rpm|tpm|concurrency>'
         _, index, which = reason.split(":", 2)
-        return Refusal(claim.limits[int(index)].scope, which, 0.0).reason
-    return reason
+        reason = Refusal(claim.limits[int(index)].scope, which, wait).reason
+    return Skip(cause, reason, wait)
 
 
 def _report_args(claim: Claim, grant: Grant, outcome: Outcome) -> list[Any]:

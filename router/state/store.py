@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.config import HealthPolicy
-from router.outcome import HealthEffect
+from router.outcome import HealthEffect, SkipCause
 from router.state.limiter import Grant, Refusal, Reserve, ScopeLimit
 
 log = logging.getLogger("router.state")
@@ -65,13 +65,22 @@ class Entry:
     reserve: Reserve | None = None  # budget counters (full keys, amount, bounds, ttls), or None
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Why ``admit`` passed one claim over, typed: the trace shows ``reason``; the pipeline reads ``cause`` and ``wait``."""
+
+    cause: SkipCause
+    reason: str  # "open circuit", "cooldown 1.2s", "over limit target:p/m rpm", ...
+    wait: float | None = None  # seconds until it frees up by itself, when known
+
+
 @dataclass(slots=True)
 class Admission:
     """What ``admit`` answers: the first claim it could admit (or none), why each before it was skipped, the entry's fate."""
 
     index: int | None
     grant: Grant | None
-    skips: list[tuple[int, str]] = field(default_factory=list)  # (claim index, reason)
+    skips: list[tuple[int, Skip]] = field(default_factory=list)  # (claim index, why)
     probe: bool = False  # this call is the half-open probe of its target's circuit
     entry_grant: Grant | None = None  # the entry was counted (``.counts`` per entry scope, for x-ratelimit-*)
     refusal: Refusal | None = None  # the entry was refused (``limit == "reserve"``: a budget counter, ``scope`` its key)
