@@ -3,7 +3,8 @@
 PyYAML implements YAML 1.1, where ``on``, ``off``, ``yes``, ``no``, ``y`` and
 ``n`` are booleans: ``retry: {on: [5xx]}`` would read as ``{True: ["5xx"]}``
 and ``alias: no`` as ``False``.  Here only ``true`` and ``false`` (any case
-YAML 1.2 allows: true, True, TRUE) are booleans; the rest are strings.
+YAML 1.2 allows: true, True, TRUE) are booleans; the rest are strings.  A bare
+date or time (``version: 2026-11-01``) is a string too, as in YAML 1.2.
 
 A mapping that names a key twice is refused with the key's path and the line
 of its second appearance (``models.chat: line 12: duplicate key (first on
@@ -24,6 +25,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = ["DuplicateKeyError", "RoutesLoader", "YAMLError", "load_yaml"]
 
+# Implicit types YAML 1.2's core schema does not have: a bare 2026-11-01 is a string there, as written
+# (a price's version stays "2026-11-01"; expires_at reads ISO strings itself).
+_YAML_1_1_ONLY = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
 # YAML 1.2's core schema: only these are booleans.
 _BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
@@ -52,8 +56,7 @@ class RoutesLoader(yaml.SafeLoader):
 # PyYAML's resolvers are class-level lists: copy them before removing the YAML 1.1 boolean one,
 # so yaml.SafeLoader itself is left as it was.
 RoutesLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_1_1_ONLY] for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 RoutesLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_12, list("tTfF"))
 

@@ -40,15 +40,28 @@ def test_the_global_safe_loader_is_left_as_it_was():
     assert yaml.safe_load("on: 1\n") == {True: 1}
 
 
-def test_other_scalars_are_read_as_before():
-    assert load_yaml("a: 1\nb: 1.5\nc: null\nd: ~\ne: 2027-01-01\nf: '429'\n") == {
+def test_numbers_and_nulls_are_read_as_before_and_dates_stay_strings():
+    assert load_yaml("a: 1\nb: 1.5\nc: null\nd: ~\ne: 2026-11-01\nf: '429'\ng: 2027-01-01T00:00:00Z\n") == {
         "a": 1,
         "b": 1.5,
         "c": None,
         "d": None,
-        "e": yaml.safe_load("2027-01-01"),
+        "e": "2026-11-01",
         "f": "429",
+        "g": "2027-01-01T00:00:00Z",
     }
+
+
+def test_a_price_version_written_as_a_date_and_an_unquoted_expiry_are_read(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        "auth:\n  keys:\n    bot: {key: k-0123456789abcdef, expires_at: 2030-01-01T00:00:00Z}\n"
+        "providers:\n  m: {kind: mock}\n"
+        "models:\n  chat:\n    targets: [{provider: m, model: x, price: {input: 1, output: 2, version: 2026-11-01}}]\n"
+    )
+    table = load_table(path, env={})
+    assert table.aliases["chat"].targets[0].price.version == "2026-11-01"
+    assert [k.expires_at for k in table.auth.keys_by_hash.values()] == [1893456000.0]
 
 
 def test_a_duplicate_key_names_its_path_and_both_lines():
