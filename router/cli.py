@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -30,7 +31,7 @@ from router import __version__
 from router.auth.cli import add_commands as add_auth_commands
 from router.config import ConfigError, RouteTable, json_schema, load_table
 from router.logs import configure_logging, effective_settings, log_event
-from router.server import start_server
+from router.server import listening_socket, start_server
 
 log = logging.getLogger("router")
 
@@ -75,11 +76,30 @@ def schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen_failure(exc: OSError, host: str, port: int) -> str:
+    """One line for a socket that cannot be had: the port taken, an address not on this machine, a port below 1024."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use ({host}:{port}): stop what holds it, or pick another with --port or ROUTER_PORT"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def _port_is_free(host: str, port: int) -> OSError | None:
+    """For --workers: try the port once in the parent, so a taken port is one line rather than one per worker."""
+    try:
+        with listening_socket(host, port, reuse_port=True):
+            return None
+    except OSError as exc:
+        return exc
+
+
 async def _serve(table: RouteTable, host: str | None, port: int | None, watch: float | None, reuse_port: bool = False) -> None:
     try:
         server = await start_server(table, host, port, reuse_port=reuse_port)
     except ConfigError as exc:
         print(f"llm-router: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        print(f"llm-router: {_listen_failure(exc, host or table.server.host, table.server.port if port is None else port)}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     # Everything alive now (modules, the table, the app) lives as long as the
     # process: keep the collector from walking it on every full collection.
@@ -147,6 +167,11 @@ def serve(args: argparse.Namespace) -> int:
         if port == 0:
             print("llm-router: --workers needs a fixed port (every worker binds the same one)", file=sys.stderr)
             return 2
+        host = args.host or table.server.host
+        failure = _port_is_free(host, port)
+        if failure is not None:
+            print(f"llm-router: {_listen_failure(failure, host, port)}", file=sys.stderr)
+            return 1
         return _serve_workers(table, args.host, port, watch, args.workers)
     _run_worker(table, args.host, args.port, watch)
     return 0

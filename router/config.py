@@ -24,8 +24,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from providers import ADAPTERS
 from router.accounting.price_file import PriceFileError, load_litellm_prices
 from router.auth.settings import AuthSettings, check_alias_names, parse_auth
@@ -33,6 +31,7 @@ from router.auth.settings import json_schema as auth_schema
 from router.operations import Operation
 from router.schema import Limits, Price, Reader, keys_of, object_schema, read_fields, read_section, setting
 from router.secrets import Secret
+from router.yaml_loader import DuplicateKeyError, YAMLError, load_yaml
 
 __all__ = ["ConfigError", "Limits", "Price", "RouteTable", "json_schema", "load_table", "parse_table"]
 
@@ -163,7 +162,8 @@ _RETRY_ON = ("connect", "timeout", "429", "5xx")
 
 
 def _retry_on(r: Reader, value: Any, path: str) -> frozenset[str]:
-    if not isinstance(value, list) or any(kind not in _RETRY_ON for kind in value):
+    # A status code may be written as a number or a string: [connect, 429] and [connect, "429"] are one list.
+    if not isinstance(value, list) or any(isinstance(kind, bool) or str(kind) not in _RETRY_ON for kind in value):
         r.fail(path, f"must be a list of: {', '.join(_RETRY_ON)} (a caller's 4xx is never retried)")
         return frozenset(_RETRY_ON)
     return frozenset(str(kind) for kind in value)
@@ -177,11 +177,11 @@ class RetryPolicy:
     retry_after_cap: float = setting("longest upstream Retry-After honoured, in seconds", 10.0)
     deadline: float = setting("seconds a client may wait in all, every attempt included", 120.0, minimum=0.01)
     retry_on: frozenset[str] = setting(
-        "failures worth the same target again (a caller's 4xx never is); quote the key: YAML reads a bare on as true",
+        "failures worth the same target again (a caller's 4xx never is); 429 may be written as a number or a string",
         frozenset(_RETRY_ON),
         key="on",
         read=_retry_on,
-        schema={"type": "array", "items": {"enum": list(_RETRY_ON)}},
+        schema={"type": "array", "items": {"enum": [*_RETRY_ON, 429]}},
     )
     same_target: bool = setting(
         "true: a retryable failure retries the same target; false: it moves straight on to the next",
@@ -563,8 +563,10 @@ def load_table(path: str | Path, env: Mapping[str, str] | None = None) -> RouteT
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from exc
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        document = load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(source, [(exc.path, exc.message)]) from exc
+    except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(source, [("", f"{where}not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from exc

@@ -42,6 +42,7 @@ log = logging.getLogger("router.metrics")
 PREFIX = "llm_router"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OTHER = "other"
+UNKNOWN_ALIAS = "(unknown)"  # the alias label of a request whose model names no alias
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
@@ -117,7 +118,8 @@ class Metrics:
             row = row_from_record(record, ledger.team_from_metadata if ledger else None)
         table = self.gateway.table
         alias_obj = table.lookup(row.alias) if row.alias else None
-        alias = alias_obj.name if alias_obj is not None and alias_obj.name == row.alias else ""
+        # A model no alias serves is one label value, never the caller's text (blank legends and unbounded series otherwise).
+        alias = alias_obj.name if alias_obj is not None and alias_obj.name == row.alias else UNKNOWN_ALIAS
         provider = row.provider if row.provider and row.provider in table.providers else ""
         model = self._model(alias_obj, row.model)
         team = self.team_label(row.team)  # the key table's team, or the configured metadata key

@@ -101,6 +101,12 @@ class RunningServer:
         await self.runner.cleanup()
 
 
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening TCP socket on ``host:port``; raises OSError (EADDRINUSE: the port is taken)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
+
+
 async def start_server(
     table: RouteTable, host: str | None = None, port: int | None = None, *, reuse_port: bool = False, sock: socket.socket | None = None
 ) -> RunningServer:
@@ -108,6 +114,9 @@ async def start_server(
     refusal = unsafe_listen(table.auth, bind_host)
     if refusal is not None:
         raise ConfigError(table.source, [("auth.enabled", refusal)])
+    if sock is None:
+        # The socket before anything else: a port in use (OSError) then leaves nothing started to undo.
+        sock = listening_socket(bind_host, table.server.port if port is None else port, reuse_port=reuse_port)
     app = create_app(table)
     # lingering_time: after answering a request whose body never came, how long aiohttp still reads
     # it before closing; short, or a client trickling its body holds the connection past body_timeout.
@@ -115,11 +124,6 @@ async def start_server(
     await runner.setup()
     assert runner.server is not None
     runner.server.__class__ = JsonErrorServer  # aiohttp has no hook for its protocol-level error page
-    site: web.BaseSite
-    if sock is not None:
-        site = web.SockSite(runner, sock)
-    else:
-        site = web.TCPSite(runner, host or table.server.host, table.server.port if port is None else port, reuse_port=reuse_port or None, backlog=1024)
-    await site.start()
+    await web.SockSite(runner, sock).start()
     bound = runner.addresses[0]
     return RunningServer(runner, bound[0], bound[1])

@@ -130,7 +130,7 @@ async def test_metric_labels_stay_bounded_whatever_clients_send(start_gateway):
     families = await scrape(gw.url)
     samples = [s for s in families["llm_router_requests"].samples if s.name == "llm_router_requests_total"]  # type: ignore[attr-defined]
     assert {s.labels["model"] for s in samples} == {"model-0", "model-1", "other", ""}
-    assert {s.labels["alias"] for s in samples} == {"mock/*", ""}  # an unknown model never becomes a label
+    assert {s.labels["alias"] for s in samples} == {"mock/*", "(unknown)"}  # an unknown model never becomes a label
     tokens = [s for s in families["llm_router_tokens"].samples if s.name == "llm_router_tokens_total"]  # type: ignore[attr-defined]
     assert {s.labels["type"] for s in tokens} == {"prompt", "completion"}
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from router.auth.settings import AuthSettings, ConfigKeyEntry, TeamEntry
 from router.config import (
@@ -28,6 +27,7 @@ from router.config import (
     json_schema,
 )
 from router.schema import Limits, Price, declared
+from router.yaml_loader import load_yaml
 from tests.conftest import PROJECT_ROOT
 
 SHIPPED = [PROJECT_ROOT / "routes.yaml", PROJECT_ROOT / "deploy" / "config" / "routes.yaml"]
@@ -41,13 +41,13 @@ def validator() -> jsonschema.Draft202012Validator:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
 def test_the_schema_accepts_the_shipped_route_tables(path):
-    document = yaml.safe_load(path.read_text())
+    document = load_yaml(path.read_text())
     errors = [e.message for e in validator().iter_errors(document)]
     assert errors == []
 
 
 def shipped() -> dict[str, Any]:
-    return copy.deepcopy(yaml.safe_load(SHIPPED[0].read_text()))
+    return copy.deepcopy(load_yaml(SHIPPED[0].read_text()))
 
 
 def planted(change: str) -> dict[str, Any]:
