@@ -15,14 +15,16 @@ Rules, in order: ``const``; ``default``; the first of ``enum``; ``$ref``
 one of a list, or guessed from ``properties``/``items``).  Objects get every
 property, required or not; arrays get one item (or ``minItems``); numbers,
 strings and arrays respect their bounds; a string with a ``format`` gets a
-value of that format, one with a ``pattern`` the first of a few candidates
-that matches.  A recursive schema is cut short: past ``_DEEP`` levels only
-required properties, ``minItems`` items and null branches are taken.
+value of that format, one with a ``pattern`` the shortest string the
+pattern's first branches spell (``^\\d{5}$`` gives ``00000``), or else the
+first of a few candidates that matches.  A recursive schema is cut short:
+past ``_DEEP`` levels only required properties, ``minItems`` items and null
+branches are taken.
 
 Not covered (a schema that needs them may get an invalid instance):
 ``not``, ``if``/``then``/``else``, ``uniqueItems`` with ``minItems`` above
-one, patterns none of the candidates match, and references outside the
-schema.
+one, patterns that need a look-around or back reference, and references
+outside the schema.
 """
 
 from __future__ import annotations
