@@ -118,6 +118,17 @@ async def test_langchain_bind_tools_with_a_named_tool_choice(llm):
     assert reply.response_metadata["finish_reason"] == "tool_calls"
 
 
+async def test_langchain_streamed_tool_call_adds_up_to_valid_args(llm):
+    chunks = [chunk async for chunk in llm.bind_tools([GetWeather], tool_choice="GetWeather").astream("Weather in Paris?")]
+    assert len([c for c in chunks if c.tool_call_chunks]) > 2
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole += chunk
+    (call,) = whole.tool_calls
+    assert call["name"] == "GetWeather"
+    jsonschema.validate(call["args"], GetWeather.model_json_schema())
+
+
 async def test_langchain_tool_round_trip_ends_in_text_quoting_the_result(llm):
     bound = llm.bind_tools([GetWeather])
     question = HumanMessage("What is the weather in Berlin?")
