@@ -284,3 +284,10 @@ async def test_instructor_returns_the_response_model(client, mode):
     )
     assert isinstance(person, Person)
     jsonschema.validate(person.model_dump(mode="json"), Person.model_json_schema())
+
+
+@pytest.mark.parametrize("content", ["[mock-status 400] hi", [{"type": "text", "text": "hi [mock-status 400]"}]])
+async def test_the_mock_status_directive_still_injects_a_status(client, content):
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": content}], tools=[WEATHER_TOOL])
+    assert "mock provider injected status 400" in str(info.value)
