@@ -162,13 +162,12 @@ class MockUpstream:
         prompt_tokens = estimate_prompt_tokens(body)
         completion = sum(len(answer.tokens) for answer in answers)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
-        head = {"id": f"mock-{time.monotonic_ns()}", "created": int(time.time()), "model": body.get("model", "mock")}
+        kind = ("chat.completion.chunk" if call.stream else "chat.completion") if chat else "text_completion"
+        head = {"id": f"mock-{time.monotonic_ns()}", "object": kind, "created": int(time.time()), "model": body.get("model", "mock")}
         if not call.stream:
             choices = [_whole_choice(i, answer, chat) for i, answer in enumerate(answers)]
-            whole = {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices, "usage": usage}
-            return MockResponse(200, orjson.dumps(whole))
-        chunk_head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
-        return MockResponse(200, events=_events(chunk_head, answers, chat, usage), chunk_delay=self.chunk_delay)
+            return MockResponse(200, orjson.dumps({**head, "choices": choices, "usage": usage}))
+        return MockResponse(200, events=_events(head, answers, chat, usage), chunk_delay=self.chunk_delay)
 
 
 def _error(status: int, message: str, kind: str, param: str | None) -> MockResponse:
