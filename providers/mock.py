@@ -11,8 +11,8 @@ instead of the network.  Options (``providers.<name>.options`` in routes.yaml):
     fail_status        status of injected failures (default 503)
     fail_every         every Nth call fails with fail_status (default 0: never)
 
-A request whose last message contains ``[mock-status NNN]`` is answered with
-that status, for trying failover by hand.
+A request whose last message (its text, or any of its text parts) contains
+``[mock-status NNN]`` is answered with that status, for trying failover by hand.
 
 It answers the way a model does, so that client libraries built on tool
 calls and structured output (LangChain's ``bind_tools`` and
@@ -45,7 +45,8 @@ answer (ids and timestamps aside; a tool call's id is a digest of the request).
 Streamed tool calls come as OpenAI sends them: a first delta with the call's
 index, id, type, name and empty arguments, then the arguments in fragments.
 A request the real API would refuse (``tool_choice`` naming a function that
-is not in ``tools``, ``n`` of 0) gets a 400 in OpenAI's error shape.
+is not in ``tools``, or "required" with no tools; ``n`` of 0) gets a 400 in
+OpenAI's error shape.
 """
 
 from __future__ import annotations

@@ -224,10 +224,19 @@ async def test_sdk_tool_choice_none_and_required(client):
     assert required.choices[0].message.tool_calls[0].function.name == "get_time"  # the tool the user's message names
 
 
-async def test_sdk_a_tool_choice_naming_a_missing_function_is_a_400(client):
+REFUSED = {
+    "a missing function": ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "'nope'"),
+    "required without tools": ({"tool_choice": "required"}, "needs tools"),
+    "no choices": ({"n": 0}, "at least 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_sdk_what_the_real_api_refuses_is_a_400(client, case):
+    extra, words = REFUSED[case]
     with pytest.raises(openai.BadRequestError) as info:
-        await client.chat.completions.create(model="chat", messages=USER, tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "nope"}})
-    assert "'nope'" in str(info.value)
+        await client.chat.completions.create(model="chat", messages=USER, **extra)
+    assert words in str(info.value)
 
 
 async def test_sdk_json_object_mode_returns_a_json_object(client):
