@@ -55,6 +55,9 @@ class Capabilities:
     # Fields that are dropped silently rather than making the target
     # ineligible (attribution fields the upstream has no slot for).
     drops: frozenset[str] = frozenset()
+    # The upstream continues a trailing assistant message (prefill); mid-stream
+    # recovery then sends the partial answer alone, with no continuation prompt.
+    prefill: bool = False
 
     def unsupported_param(self, body: dict[str, Any]) -> str | None:
         if self.params is None:

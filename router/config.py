@@ -227,6 +227,12 @@ class Alias:
         schema={"type": "array", "minItems": 1, "items": {"enum": [op.value for op in Operation]}},
     )
     description: str = setting("shown in /v1/models", "")
+    stream_recovery: str = setting(
+        "off: a stream broken after its first byte ends with an SSE error event; continue: the next candidate continues it in the same stream",
+        "off",
+        choices=("off", "continue"),
+        noun="stream_recovery",
+    )
 
     @property
     def wildcard_prefix(self) -> str | None:
@@ -499,7 +505,15 @@ def _alias(r: Reader, name: str, raw: Any, providers: Mapping[str, Provider], fi
         raw_targets = []
     targets = [_target(r, raw_target, f"{path}.targets[{i}]", alias, providers, file_prices) for i, raw_target in enumerate(raw_targets)]
     kept = tuple(t for t in targets if t is not None)
+    if alias.stream_recovery == "continue":
+        _check_recovery(r, alias, kept, path)
     return replace(alias, targets=kept) if kept else None
+
+
+def _check_recovery(r: Reader, alias: Alias, targets: tuple[Target, ...], path: str) -> None:
+    """stream_recovery: continue needs another candidate to continue a broken stream with."""
+    if len(targets) < 2 and not alias.fallbacks:
+        r.fail(f"{path}.stream_recovery", "continue needs a second target or a fallback alias to continue a broken stream with")
 
 
 def parse_table(document: Any, source: str = "<routes>", env: Mapping[str, str] | None = None) -> RouteTable:

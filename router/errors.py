@@ -23,6 +23,7 @@
     │   │   └── StreamStalled             timeouts.idle mid-stream
     │   ├── UpstreamStatusError       non-2xx answer; retryable for 408/429/5xx/401/403
     │   │   └── UpstreamClientError   400/404/413/422: the caller's fault, returned as is
+    │   ├── UpstreamStreamError       an error event in a stream
     │   └── UpstreamProtocolError     answer we could not read: retryable
     │       └── UpstreamTooLarge      a whole answer over server.max_response_bytes (502 response_too_large)
     ├── TargetUnavailable             skipped before any I/O (circuit open, cooldown, over limit)
@@ -179,6 +180,10 @@ class StreamStalled(UpstreamTimeout, reason="idle timeout"):
 
 class UpstreamProtocolError(UpstreamError, reason="protocol"):
     """An answer we could not read: retried like a 5xx."""
+
+
+class UpstreamStreamError(UpstreamError, reason="error event"):
+    """An upstream stream sent an ``{"error": ...}`` event: before the first byte the next candidate is tried, after it the stream is broken."""
 
 
 class UpstreamTooLarge(UpstreamProtocolError, code="response_too_large", reason="response too large"):

@@ -26,7 +26,8 @@ class AttemptKind(StrEnum):
     OK = "ok"  # answered (a stream: relayed to its end)
     SKIPPED = "skipped"  # never called: open circuit, cooldown, limit, price, key not allowed, deadline
     FAILED = "failed"  # called, failed before anything reached the client
-    MID_STREAM = "mid-stream"  # failed after the client had the first byte: no failover possible
+    MID_STREAM = "mid-stream"  # failed after the client had the first byte: no failover (unless stream_recovery continues it)
+    CONTINUED = "continued"  # continued a broken stream in the same client response (stream_recovery: continue)
     CLIENT_GONE = "client disconnected"  # the client left while this attempt ran
 
 

@@ -49,6 +49,7 @@ from router.errors import (
     UpstreamClientError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamStreamError,
     UpstreamTimeout,
     all_failed,
     upstream_status_error,
@@ -57,6 +58,7 @@ from router.gateway import Gateway
 from router.keys import GATEWAY, PRINCIPAL, RATELIMIT_HEADERS, REQUEST_ID
 from router.operations import Operation
 from router.outcome import AttemptKind, HealthEffect
+from router.recovery import Interrupted, Resume, continues, relayed
 from router.request import ClientRequest, parse_request
 from router.retry import call_with_retries, retry_after
 from router.routing.candidates import Candidate, resolve_candidates
@@ -110,7 +112,7 @@ def describe_request(record: RequestRecord, req: ClientRequest, request: web.Req
 class Exchange:
     """One client request, from its body to its ledger record."""
 
-    __slots__ = ("request", "gateway", "table", "op", "record", "admission", "_req", "deadline", "set_aside")
+    __slots__ = ("request", "gateway", "table", "op", "record", "admission", "_req", "deadline", "set_aside", "resume")
 
     def __init__(self, request: web.Request, op: Operation) -> None:
         self.request = request
@@ -122,6 +124,7 @@ class Exchange:
         self._req: ClientRequest | None = None
         self.deadline = 0.0
         self.set_aside: set[int] = set()  # ids of the candidates the trace already names as skipped
+        self.resume: Resume | None = None  # a broken stream the next candidate is continuing (router/recovery.py)
 
     @property
     def req(self) -> ClientRequest:
@@ -179,7 +182,18 @@ class Exchange:
                 raise
             except (UpstreamError, TargetUnavailable) as exc:
                 errors.append(exc)
-        raise all_failed(errors, [attempt.line for attempt in self.record.attempts], self.router_headers(None))
+            except Interrupted as broken:  # stream_recovery: continue: the next candidate goes on in the same stream
+                self.resume, self.deadline = broken.resume, time.monotonic() + candidate.alias.retry.deadline
+                errors.append(broken.error)
+        return await self.none_answered(errors)
+
+    async def none_answered(self, errors: list[GatewayError]) -> web.StreamResponse:
+        """No candidate answered: the error (429 when all were refused for rate), or, for a stream being
+        continued, the SSE error event that ends it."""
+        error = all_failed(errors, [attempt.line for attempt in self.record.attempts], self.router_headers(None))
+        if self.resume is None:
+            raise error
+        return await self.resume.give_up(error)
 
     def ordered(self, candidates: list[Candidate]) -> list[Candidate]:
         """The strategy's order; those local state knows to be unavailable are named in the trace first, tried last."""
@@ -320,8 +334,9 @@ class Attempt:
 
     async def call(self) -> UpstreamResponse:
         """Send and check the status: the upstream's answer with its headers read."""
-        req, target = self.exchange.req, self.candidate.target
-        call = self.adapter.build_call(req.op, req.body, target.model, self.native_stream)
+        req, target, resume = self.exchange.req, self.candidate.target, self.exchange.resume
+        body = req.body if resume is None else resume.body_for(self.adapter)
+        call = self.adapter.build_call(req.op, body, target.model, self.native_stream)
         call.connect_timeout = target.timeouts.connect
         self.upstream = upstream = await self.exchange.gateway.transport.send(target.provider, call, req.request_id)
         self.outcome.status = upstream.status
@@ -377,11 +392,16 @@ class Attempt:
         return await self.stream_whole(out, headers)
 
     async def stream_whole(self, out: dict, headers: dict[str, str]) -> web.StreamResponse:
-        """A provider that cannot stream: answer the streaming client from the whole response."""
-        response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
-        await response.prepare(self.exchange.request)
-        self.exchange.record.first_token_mono = time.monotonic()
-        for chunk in chunks_from_response(out, self.exchange.req.include_usage):
+        """A provider that cannot stream: answer the streaming client from the whole response (or continue its stream)."""
+        chunks, resume = chunks_from_response(out, self.exchange.req.include_usage), self.exchange.resume
+        if resume is None:
+            response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+            await response.prepare(self.exchange.request)
+            self.exchange.record.first_token_mono = time.monotonic()
+        else:
+            response, chunks = resume.response, [resume.adapt(chunk) for chunk in chunks]
+            await response.write(resume.comment(self.candidate.target.key))
+        for chunk in chunks:
             await response.write(encode(chunk))
         await response.write(DONE_EVENT)
         await response.write_eof()
@@ -390,7 +410,7 @@ class Attempt:
     def succeed(self, usage: object | None) -> None:
         """The upstream answered: this target answers the request (a stream's usage comes at its end)."""
         record, target = self.exchange.record, self.candidate.target
-        self.close(AttemptKind.OK, HealthEffect.OK)
+        self.close(AttemptKind.OK if self.exchange.resume is None else AttemptKind.CONTINUED, HealthEffect.OK)
         if usage is not None:
             self.outcome.charge(usage)  # type: ignore[arg-type]
             record.usage = self.outcome.usage
@@ -419,7 +439,7 @@ class StreamRelay:
     headers ride with the first write and the chunked-encoding end with the last.
     """
 
-    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets", "idle")
+    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets", "idle", "resume", "sent", "error_event")
 
     def __init__(self, attempt: Attempt, first: list[bytes]) -> None:
         assert attempt.batches is not None
@@ -431,18 +451,29 @@ class StreamRelay:
         self.done = False  # the upstream's [DONE] arrived
         self.secrets = exchange.table.secrets()
         self.idle = attempt.candidate.target.timeouts.idle
+        self.resume = exchange.resume  # continuing a broken stream: the same client response
+        recovers = attempt.candidate.alias.stream_recovery == "continue" and continues(exchange.req.op, exchange.req.body)
+        self.sent: list[bytes] | None = [] if recovers else None  # what the client got, kept only to continue it
+        self.error_event: UpstreamStreamError | None = None  # an upstream error event, raised once what preceded it is out
         try:
             self.pending = self.translate(first)  # nothing reached the client yet: a bad first event fails over
         except BadAnswer as exc:
             raise attempt.failed(UpstreamProtocolError(f"{attempt.provider}: {exc}")) from None
+        if self.error_event is not None and not self.pending:
+            raise attempt.failed(self.error_event)
         attempt.succeed(None)  # before the headers: the trace says this target answered
-        self.response = RelayResponse(headers={**exchange.router_headers(attempt.candidate), **SSE_HEADERS})
+        if self.resume is None:
+            self.response: web.StreamResponse = RelayResponse(headers={**exchange.router_headers(attempt.candidate), **SSE_HEADERS})
+        else:
+            self.response = self.resume.response
+            self.pending.insert(0, self.resume.comment(attempt.candidate.target.key))
 
     async def run(self) -> web.StreamResponse:
         attempt, record = self.attempt, self.attempt.exchange.record
         try:
-            await self.response.prepare(attempt.exchange.request)
-            record.first_token_mono = time.monotonic()
+            if self.resume is None:
+                await self.response.prepare(attempt.exchange.request)
+                record.first_token_mono = time.monotonic()
             async with asyncio.timeout_at(_loop_deadline(attempt.started + attempt.candidate.target.timeouts.total)):
                 await self.pump()
         except TimeoutError:
@@ -470,6 +501,9 @@ class StreamRelay:
                 out = []
                 break
             out = self.translate(batch)
+        if self.error_event is not None:  # what came before it in the same read goes out first
+            await self.response.write(b"".join(out))
+            raise self.error_event
         out.extend(encode(chunk) for chunk in self.translator.finish())
         out.append(DONE_EVENT)
         await self.response.write_eof(b"".join(out))  # what arrived with [DONE] leaves with the end of the stream
@@ -483,7 +517,7 @@ class StreamRelay:
             raise StreamStalled(f"{self.attempt.provider}: the stream was silent for {self.idle:g} s (timeouts.idle)") from None
 
     def translate(self, batch: list[bytes]) -> list[bytes]:
-        """One network read of events as client chunks (one write); an upstream error event is scrubbed."""
+        """One network read of events as client chunks (one write); an upstream error event ends the stream."""
         out: list[bytes] = []
         for data in batch:
             if data == DONE:
@@ -492,11 +526,27 @@ class StreamRelay:
             chunk = self.translator.translate(data)
             if chunk is None:
                 continue
-            if b'"error"' in chunk:  # relayed to the client: no secret the upstream echoed may go with it
-                chunk = orjson.dumps(scrub_value(orjson.loads(chunk), self.secrets))
+            if b'"error"' in chunk and self.is_error_event(chunk):
+                self.done = True
+                break
+            if self.resume is not None:
+                chunk = self.resume.adapt(chunk)
+            if self.sent is not None:
+                self.sent.append(chunk)
             self.relayed += 1
             out.append(encode(chunk))
         return out
+
+    def is_error_event(self, chunk: bytes) -> bool:
+        """An upstream's ``{"error": ...}`` event: the stream failed (its message scrubbed, since the client will read it)."""
+        event = orjson.loads(chunk)
+        error = event.get("error") if isinstance(event, dict) else None
+        if error is None:
+            return False
+        message = error.get("message") if isinstance(error, dict) else error
+        text = scrub(str(message) if message is not None else "no message", self.secrets)[:500]
+        self.error_event = UpstreamStreamError(f"{self.attempt.provider} sent an error event: {text}")
+        return True
 
     def charge(self) -> None:
         """Cut streams and providers that report no (or nonsense) usage are still charged, by estimate."""
@@ -512,6 +562,9 @@ class StreamRelay:
         attempt, record = self.attempt, self.attempt.exchange.record
         attempt.close(AttemptKind.MID_STREAM, HealthEffect.FAIL)  # the client saw an error: the target failed
         attempt.outcome.reason, attempt.outcome.detail = exc.reason, exc.message
+        resume = self.resumable()
+        if resume is not None:
+            raise Interrupted(resume, exc)
         record.error_class = type(exc).__name__
         record.stream_error = exc.message  # the record's status becomes stream_error (RequestRecord.status_label)
         try:
@@ -519,6 +572,17 @@ class StreamRelay:
             await self.response.write_eof()
         except ConnectionResetError as gone:
             self.client_left(gone)
+
+    def resumable(self) -> Resume | None:
+        """What the client has, when this alias continues broken streams and this one can be continued."""
+        got = relayed(self.sent) if self.sent is not None else None
+        if got is None:
+            return None
+        outcome, exchange = self.attempt.outcome, self.attempt.exchange
+        join = f"{outcome.target}={outcome.trace}"
+        if self.resume is not None:
+            return self.resume.extend(got, join)
+        return Resume(exchange.req.op, exchange.req.body, self.response, exchange.record, got.text, got.chunks, got.ident, got.created, [join])
 
     def client_left(self, exc: BaseException) -> None:
         """The client went away mid-stream: a 499 in the record, never a traceback; cancellation goes on."""

@@ -212,3 +212,90 @@ async def test_the_trace_names_a_target_with_an_open_circuit_on_every_request(ma
     assert traces[0] == "a/ma=status 503, b/mb=ok"
     assert traces[1:] == ["a/ma=skipped: open circuit, b/mb=ok"] * 3
     assert len(dead.received) == 1
+
+
+PRICE = {"input": 1, "output": 2}
+
+
+def recovering(first: Any, second: Any, tmp_path: Any) -> dict[str, Any]:
+    config = two_providers(first, second, first_timeouts={"idle": 1}, stream_recovery="continue")
+    for target in config["models"]["chat"]["targets"]:
+        target["price"] = PRICE
+    config["ledger"] = {"sinks": [{"kind": "sqlite", "path": str(tmp_path / "u.db")}], "journal_dir": str(tmp_path / "j")}
+    return config
+
+
+async def test_stream_recovery_continues_a_stalled_stream_in_the_same_client_stream_and_charges_both(make_upstream, start_gateway, tmp_path):
+    stalling, next_one = await make_upstream("openai"), await make_upstream("openai")
+    stalling.then(Behaviour(gate=asyncio.Event(), text="Once upon"))
+    next_one.then(Behaviour(text="a time."))
+    gw = await start_gateway(recovering(stalling, next_one, tmp_path))
+    records = listen(gw)
+    status, headers, events, comments = await stream(gw.url, stream_options={"include_usage": True})
+    assert status == 200 and events[-1] == b"[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert not any("error" in c for c in chunks)
+    assert texts(events) == "Oncea time."  # A's part, then B's continuation
+    assert len({c["id"] for c in chunks}) == 1  # one stream, one id
+    assert comments == [b": router continued the stream with b/mb after a/ma=idle timeout mid-stream"]
+    asked = next_one.received[0].body["messages"]
+    assert asked[-2] == {"role": "assistant", "content": "Once"} and asked[-1]["role"] == "user" and "Continue" in asked[-1]["content"]
+    await wait_for(lambda: records)
+    record = records[0]
+    assert record.trace == "a/ma=idle timeout mid-stream, b/mb=continued" and record.status_label == "200"
+    first, second = record.attempts
+    assert first.usage is not None and second.usage is not None and first.cost > 0 and second.cost > 0
+    usage = chunks[-1]["usage"]  # what the client sees counts both attempts' tokens
+    assert usage["completion_tokens"] == first.usage.completion_tokens + second.usage.completion_tokens
+
+    async def total() -> int:
+        async with aiohttp.ClientSession() as s, s.get(gw.url + "/v1/usage?from=1d", headers=ADMIN_HEADERS) as r:
+            rows = (await r.json())["data"]
+            return rows[0]["cost_micro_usd"] if rows and rows[0]["requests"] else 0
+
+    assert await wait_for(total) == round(first.cost + second.cost)
+
+
+async def test_a_recovery_nobody_can_take_ends_the_stream_with_the_error_event_as_stream_error(make_upstream, start_gateway, tmp_path):
+    stalling, down = await make_upstream("openai"), await make_upstream("openai")
+    stalling.then(Behaviour(gate=asyncio.Event(), text="Once upon"))
+    down.default = Behaviour(status=503)
+    gw = await start_gateway(recovering(stalling, down, tmp_path))
+    records = listen(gw)
+    status, _, events, _ = await stream(gw.url)
+    assert status == 200 and texts(events[:1]) == "Once"
+    assert "could not be continued" in orjson.loads(events[-1])["error"]["message"]
+    await wait_for(lambda: records)
+    assert records[0].status_label == "stream_error" and records[0].trace == "a/ma=idle timeout mid-stream, b/mb=status 503"
+
+
+async def test_a_tool_call_stream_is_not_continued(make_upstream, start_gateway, tmp_path):
+    broken, spare = await make_upstream("openai"), await make_upstream("openai")
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}
+    tool_chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "x", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+    broken.then(Behaviour(events=[orjson.dumps(tool_chunk), b'{"error": {"message": "overloaded"}}']))
+    gw = await start_gateway(recovering(broken, spare, tmp_path))
+    records = listen(gw)
+    status, _, events, comments = await stream(gw.url)
+    assert status == 200 and "overloaded" in orjson.loads(events[-1])["error"]["message"]
+    assert not spare.received and not comments
+    await wait_for(lambda: records)
+    assert records[0].status_label == "stream_error" and records[0].trace == "a/ma=error event mid-stream"
+
+
+async def test_an_error_event_before_any_content_fails_over(make_upstream, start_gateway):
+    broken, good = await make_upstream("openai"), await make_upstream("openai")
+    broken.then(Behaviour(events=[b'{"error": {"message": "model overloaded"}}']))
+    gw = await start_gateway(two_providers(broken, good))
+    status, headers, events, _ = await stream(gw.url)
+    assert status == 200 and texts(events) == "Hello from openai"
+    assert headers["x-router-trace"] == "a/ma=error event, b/mb=ok"
+
+
+def test_stream_recovery_needs_another_candidate_to_continue_with(tmp_path):
+    path = tmp_path / "routes.yaml"
+    config = {"providers": {"m": {"kind": "mock"}}, "models": {"chat": {"stream_recovery": "continue", "targets": [{"provider": "m", "model": "a"}]}}}
+    path.write_text(orjson.dumps(config).decode())
+    checked = subprocess.run([sys.executable, "-m", "router", "check", str(path)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 1
+    assert "models.chat.stream_recovery: continue needs a second target or a fallback alias" in checked.stderr

@@ -56,7 +56,7 @@ class AttemptRecord:
     @property
     def answered(self) -> bool:
         """The upstream answered (a stream that broke after its first byte included): tokens were spent."""
-        return self.kind is AttemptKind.OK or self.kind is AttemptKind.MID_STREAM
+        return self.kind in (AttemptKind.OK, AttemptKind.MID_STREAM, AttemptKind.CONTINUED)
 
     @property
     def trace(self) -> str:
