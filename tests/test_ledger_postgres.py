@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import yaml
 
 from router.accounting.sinks.postgres import LATEST, NAMES, PostgresSink
@@ -30,6 +32,7 @@ from router.server import start_server
 from tests.conftest import PROJECT_ROOT, table_from, wait_for, with_database
 from tests.ledger_mix import Expected, build_config, make_upstreams, plan, run_mix, totals_by_team_model
 from tests.pg_cluster import Cluster
+from tests.test_distrust_ledger import FLUSH_INTERVAL, journaled_ids, send
 from tests.test_ledger import FAR_FUTURE, check_rows, get_json, run_cli, team_model_totals
 
 
@@ -247,3 +250,71 @@ async def test_a_wrong_password_is_never_logged_and_requests_still_answer(start_
     assert ledger.pending_in_journals
     assert "InvalidPasswordError" in caplog.text
     assert wrong_password not in caplog.text
+
+
+async def stored_ids(pg: Cluster) -> set[str]:
+    conn = await asyncpg.connect(pg.dsn, timeout=5)
+    try:
+        return {r["request_id"] for r in await conn.fetch("SELECT request_id FROM usage")}
+    except asyncpg.UndefinedTableError:
+        return set()
+    finally:
+        await conn.close()
+
+
+async def test_sigkill_while_postgres_is_frozen_loses_nothing_and_requests_never_wait_for_it(spawn_gateway, tmp_path, pg_cluster: Cluster):
+    journal_dir = tmp_path / "journal"
+    config = {
+        "providers": {"mock": {"kind": "mock"}},
+        "models": {"chat": {"targets": [{"provider": "mock", "model": "m", "price": {"input": 1, "output": 2, "version": "v"}}]}},
+        "ledger": {
+            "sinks": [{"kind": "postgres", "dsn": "${LEDGER_DSN}", "timeout": 1.0}],
+            "journal_dir": str(journal_dir),
+            "flush_interval": FLUSH_INTERVAL,
+            "retry_interval": 0.05,
+        },
+    }
+    env = {"LEDGER_DSN": pg_cluster.dsn}
+    gp = await spawn_gateway(config, env=env)
+    ids = ["before-freeze"]
+    slowest = 0.0
+    async with aiohttp.ClientSession() as s:
+        await send(s, gp.url, ids[0])
+        await wait_for(lambda: _has(pg_cluster, set(ids)), timeout=5)
+        pg_cluster.signal_all(signal.SIGSTOP)  # every call to PostgreSQL now hangs until its timeout
+        try:
+            for i in range(12):
+                ids.append(f"frozen-{i}")
+                began = time.monotonic()
+                await send(s, gp.url, ids[-1])
+                slowest = max(slowest, time.monotonic() - began)
+                await wait_for(lambda: journaled_ids(journal_dir) >= set(ids[1:]), timeout=3 * FLUSH_INTERVAL, interval=0.01)
+            burst = [f"burst-{i}" for i in range(30)]
+            await asyncio.gather(*(send(s, gp.url, request_id) for request_id in burst))
+            ids += burst
+            await wait_for(lambda: journaled_ids(journal_dir) >= set(ids[1:]), timeout=2 * FLUSH_INTERVAL, interval=0.01)
+            # A request never waits for the ledger: far below the sink's 1 s timeout that every PostgreSQL call now takes.
+            assert slowest < 0.5, slowest
+            gp.send_signal(signal.SIGKILL)
+            assert await gp.wait_exit() == -signal.SIGKILL
+        finally:
+            pg_cluster.signal_all(signal.SIGCONT)
+    second = await spawn_gateway(config, env=env)
+    await wait_for(lambda: _has(pg_cluster, set(ids)), timeout=15, interval=0.1)
+    await wait_for(lambda: not journaled_ids(journal_dir), timeout=10, interval=0.05)
+    second.send_signal(signal.SIGTERM)
+    assert await second.wait_exit() == 0
+    rows = await _rows_by_id(pg_cluster)
+    assert sorted(rows) == sorted(ids) and all(n == 1 for n in rows.values())
+
+
+async def _has(pg: Cluster, ids: set[str]) -> bool:
+    return await stored_ids(pg) >= ids
+
+
+async def _rows_by_id(pg: Cluster) -> dict[str, int]:
+    conn = await asyncpg.connect(pg.dsn, timeout=5)
+    try:
+        return {r["request_id"]: r["n"] for r in await conn.fetch("SELECT request_id, count(*) AS n FROM usage GROUP BY request_id")}
+    finally:
+        await conn.close()
