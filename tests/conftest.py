@@ -342,6 +342,14 @@ class PgLedger:
         finally:
             await conn.close()
 
+    async def fetch_in_schema(self, sql: str) -> list[asyncpg.Record]:
+        """``sql`` as a person would type it (``FROM usage``), with the test's schema first on the search path."""
+        conn = await asyncpg.connect(self.dsn, timeout=10, server_settings={"search_path": self.schema})
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
 
 @pytest.fixture
 async def pg_ledger(postgres_dsn: str) -> AsyncIterator[PgLedger]:

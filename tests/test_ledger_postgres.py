@@ -27,7 +27,7 @@ import yaml
 
 from router.accounting.sinks.postgres import LATEST, NAMES, PostgresSink
 from router.accounting.sinks.sqlite import SqliteSink
-from router.accounting.usage import GROUP_KEYS, aggregate
+from router.accounting.usage import GROUP_KEYS, UsageRow, aggregate, utc_day
 from router.server import start_server
 from tests.conftest import PROJECT_ROOT, table_from, wait_for, with_database
 from tests.ledger_mix import Expected, build_config, make_upstreams, plan, run_mix, totals_by_team_model
@@ -97,6 +97,13 @@ async def test_ledger_migrate_creates_the_schema_once_with_compact_indexed_rows(
     assert "InvalidPasswordError" in bad.stderr and "127.0.0.1" in bad.stderr
 
 
+def readme_sql() -> list[str]:
+    """The SQL statements of the README's ```sql block (its "Usage and cost" section)."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    block = text.split("```sql\n", 1)[1].split("```", 1)[0]
+    return [stmt.strip() for stmt in block.split(";") if stmt.strip()]
+
+
 def answers(mix: list[Expected]) -> Counter[int]:
     """Statuses of a mix, the "broken" alias's 502s and 503s (its circuit opens) counted together."""
     return Counter(502 if e.status == 503 else e.status for e in mix)
@@ -147,26 +154,31 @@ async def test_usage_from_postgres_equals_usage_from_sqlite_and_the_finance_quer
         cli_rows = json.loads(await asyncio.to_thread(run_cli, config_path, "--by", "team,alias,model", "--format", "json"))
         assert cli_rows == both["data"]
 
-        # The README's finance queries, run as written.
-        s = pg_ledger.schema
-        per_month = await pg_ledger.fetch(
-            f"""SELECT team, date_trunc('month', started_at AT TIME ZONE 'UTC') AS month,
-                       sum(cost_micro_usd) / 1e6 AS usd, sum(cost_micro_usd_exact) / 1e6 AS usd_unrounded
-                FROM "{s}".usage WHERE started_at >= now() - interval '1 year'
-                GROUP BY team, month ORDER BY month, usd DESC"""
-        )
+        # The README's finance queries, run as written (in the test's schema).
+        per_month_sql, top_keys_sql = readme_sql()
+        per_month = await pg_ledger.fetch_in_schema(per_month_sql)
         by_team = Counter[str]()
         for e in expected:
             by_team[e.team] += e.cost
         assert {r["team"]: r["usd"] * 1_000_000 for r in per_month} == {t: Decimal(c) for t, c in by_team.items()}
-        top_keys = await pg_ledger.fetch(
-            f"""SELECT key_id, count(*) AS requests, sum(cost_micro_usd) / 1e6 AS usd
-                FROM "{s}".usage WHERE started_at >= date_trunc('week', now())
-                GROUP BY key_id ORDER BY usd DESC LIMIT 10"""
-        )
-        week_start = await pg_ledger.fetch("SELECT extract(epoch FROM date_trunc('week', now()))::float8 AS t")
-        in_week = [r for r in pg_rows if r.started_at >= week_start[0]["t"]]
-        assert [(r["key_id"], r["requests"]) for r in top_keys] == ([(None, len(in_week))] if in_week else [])
+        assert sum(r["usd_unrounded"] for r in per_month) * 1_000_000 == sum(Decimal(r.cost_micro_usd_exact) for r in pg_rows)
+        # The mix runs without keys: a dozen keyed requests more, so that the top 10 has something to rank.
+        now = time.time()
+        keyed = [
+            UsageRow(
+                f"keyed-{i}", now, now + 0.1, utc_day(now), key_id=f"key-{i}", cost_micro_usd=1000 * (i + 1) + 7, cost_micro_usd_exact=f"{1000 * (i + 1) + 7}"
+            )
+            for i in range(12)
+        ]
+        assert await pg.write(keyed) == 12
+        week_start = (await pg_ledger.fetch("SELECT extract(epoch FROM date_trunc('week', now()))::float8 AS t"))[0]["t"]
+        spend: dict[str | None, tuple[int, int]] = {r.key_id: (1, r.cost_micro_usd) for r in keyed}
+        in_week = [r for r in pg_rows if r.started_at >= week_start]
+        if in_week:
+            spend[None] = (len(in_week), sum(r.cost_micro_usd for r in in_week))
+        top = sorted(spend.items(), key=lambda kv: -kv[1][1])[:10]
+        got = await pg_ledger.fetch_in_schema(top_keys_sql)
+        assert [(r["key_id"], r["requests"], r["usd"] * 1_000_000) for r in got] == [(k, n, Decimal(c)) for k, (n, c) in top]
     finally:
         ups.gate.set()
         await server.stop()
