@@ -330,3 +330,49 @@ async def _rows_by_id(pg: Cluster) -> dict[str, int]:
         return {r["request_id"]: r["n"] for r in await conn.fetch("SELECT request_id, count(*) AS n FROM usage GROUP BY request_id")}
     finally:
         await conn.close()
+
+
+async def test_sigterm_while_postgres_is_frozen_exits_promptly_with_every_record_journaled(spawn_gateway, tmp_path, pg_cluster: Cluster):
+    journal_dir = tmp_path / "journal"
+    config = {
+        "providers": {"mock": {"kind": "mock"}},
+        "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}},
+        "ledger": {"sinks": [{"kind": "postgres", "dsn": pg_cluster.dsn, "timeout": 0.5}], "journal_dir": str(journal_dir), "flush_interval": FLUSH_INTERVAL},
+    }
+    gp = await spawn_gateway(config)
+    ids = [f"term-{i}" for i in range(20)]
+    try:
+        async with aiohttp.ClientSession() as s:
+            await send(s, gp.url, ids[0])
+            await wait_for(lambda: _has(pg_cluster, {ids[0]}), timeout=5)  # a pooled connection, now to a server that hangs
+            pg_cluster.signal_all(signal.SIGSTOP)
+            for request_id in ids[1:]:
+                await send(s, gp.url, request_id)
+        began = time.monotonic()
+        gp.send_signal(signal.SIGTERM)
+        assert await gp.wait_exit() == 0
+        # Each call to the frozen server ends by the sink's timeout (0.5 s): the drain never waits on it for long.
+        assert time.monotonic() - began < 8, "\n".join(gp.output[-20:])
+        assert journaled_ids(journal_dir) >= set(ids[1:])
+    finally:
+        pg_cluster.signal_all(signal.SIGCONT)
+
+
+async def test_a_nul_character_in_client_metadata_never_blocks_a_batch(pg_ledger):
+    mock = {"providers": {"mock": {"kind": "mock"}}, "models": {"chat": {"targets": [{"provider": "mock", "model": "m"}]}}}
+    ledger = table_from({**mock, "ledger": {"sinks": [pg_ledger.sink()]}}).ledger
+    assert ledger is not None
+    sink = PostgresSink(ledger.sinks[0])
+    now = time.time()
+    rows = [
+        UsageRow("nul-1", now, now, utc_day(now), team="a\x00b", metadata={"project": "x\x00y", "k\x00": "v"}, tags=["t\x00"], cost_micro_usd_exact="1.5"),
+        UsageRow("plain-1", now, now, utc_day(now), team="ab", metadata={"project": "xy"}, cost_micro_usd_exact="2"),
+    ]
+    try:
+        await sink.open()
+        assert await sink.write(rows) == 2
+        stored = {r.request_id: r for r in await sink.rows(now - 1, now + 1)}
+        assert (stored["nul-1"].team, stored["nul-1"].metadata, stored["nul-1"].tags) == ("ab", {"project": "xy", "k": "v"}, ["t"])
+        assert stored["plain-1"].metadata == {"project": "xy"} and stored["plain-1"].cost_micro_usd_exact == "2"
+    finally:
+        await sink.close()

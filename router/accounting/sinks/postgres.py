@@ -42,8 +42,10 @@ password, and driver errors are scrubbed of it before they are raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -149,12 +151,26 @@ def _insert_sql(schema: str) -> str:
     )
 
 
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL's text and jsonb refuse U+0000; a client's metadata may hold one.  Dropped, so one
+    such row never blocks its batch (and the journal behind it) for good."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    return value
+
+
 def _arrays(rows: list[UsageRow]) -> list[list[Any]]:
     out: list[list[Any]] = []
     for name, kind, _ in COLUMNS:
         values = [getattr(r, name) for r in rows]
         if kind == "jsonb":
-            values = [orjson.dumps(v).decode() for v in values]
+            values = [orjson.dumps(_no_nul(v)).decode() for v in values]
+        elif kind == "text":
+            values = [_no_nul(v) for v in values]
         out.append(values)
     return out
 
@@ -222,6 +238,18 @@ class PostgresSink:
             )
         return self._pool
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, taken and given back within ``timeout`` each: handing back a connection
+        whose statement timed out waits for the server, and a frozen one must not hold a write forever
+        (past the timeout asyncpg closes that connection instead)."""
+        pool = await self._connection_pool()
+        conn = await pool.acquire(timeout=self.settings.timeout)
+        try:
+            yield conn
+        finally:
+            await pool.release(conn, timeout=self.settings.timeout)
+
     async def open(self) -> None:
         """Connect and migrate; PostgreSQL down at start is a sink that is down (the ledger journals)."""
         try:
@@ -232,8 +260,7 @@ class PostgresSink:
     async def migrate(self) -> tuple[int, int]:
         """Apply every migration the schema lacks; (version before, version after)."""
         try:
-            pool = await self._connection_pool()
-            async with self._migrating, pool.acquire(timeout=self.settings.timeout) as conn:
+            async with self._migrating, self._connection() as conn:
                 versions = await self._migrate(conn)
         except DOWN as exc:
             raise self._down(exc) from exc
@@ -270,8 +297,7 @@ class PostgresSink:
         if not self._migrated:
             await self.migrate()
         try:
-            pool = await self._connection_pool()
-            async with pool.acquire(timeout=self.settings.timeout) as conn:
+            async with self._connection() as conn:
                 status = await conn.execute(self._insert, *_arrays(rows), timeout=self.settings.timeout)
         except DOWN as exc:
             raise self._down(exc) from exc
@@ -281,8 +307,7 @@ class PostgresSink:
         if not self._migrated:
             await self.migrate()
         try:
-            pool = await self._connection_pool()
-            async with pool.acquire(timeout=self.settings.timeout) as conn:
+            async with self._connection() as conn:
                 return list(await conn.fetch(sql, *params, timeout=self.settings.query_timeout))
         except DOWN as exc:
             raise self._down(exc) from exc
