@@ -78,10 +78,11 @@ async def test_ledger_migrate_creates_the_schema_once_with_compact_indexed_rows(
     columns = {
         r["column_name"]: r["data_type"]
         for r in await pg_ledger.fetch(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'usage'", pg_ledger.schema
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'usage' ORDER BY ordinal_position",
+            pg_ledger.schema,
         )
     }
-    assert list(columns) == list(NAMES) or set(columns) == set(NAMES)
+    assert list(columns) == list(NAMES)  # fixed-width columns first, as declared
     assert "day" not in columns and "first_token_at" not in columns  # derived from started_at and ttft_ms, not stored
     assert (columns["metadata"], columns["tags"]) == ("jsonb", "jsonb")
     assert (columns["cost_micro_usd"], columns["cost_micro_usd_exact"]) == ("bigint", "numeric")
