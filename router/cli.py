@@ -5,6 +5,7 @@
     llm-router schema                   the JSON Schema of routes.yaml (docs/routes.schema.json)
     llm-router keys ... | teams ...     the admin API (router/auth/cli.py)
     llm-router usage --since 7d --by team,model [--config routes.yaml] [--format table|csv|json]
+    llm-router ledger migrate [--config routes.yaml]   create or migrate the postgres ledger's schema
 
 Signals while serving: SIGHUP reloads routes.yaml (router/reload.py); SIGTERM
 or SIGINT drains and exits 0 (router/server.py).  Every flag has an
@@ -237,6 +238,15 @@ def usage(args: argparse.Namespace) -> int:
     return asyncio.run(print_usage(table, args.since, args.until, args.by, args.format))
 
 
+def ledger_migrate(args: argparse.Namespace) -> int:
+    from router.accounting.ledger_cli import migrate
+
+    table = _load_or_report(args.config)
+    if table is None:
+        return 1
+    return asyncio.run(migrate(table))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llm-router", description="An OpenAI-compatible LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     p_usage.add_argument("--by", default="", help="group keys: team,model,provider,alias,day,user,key_id,status,tag:<key>")
     p_usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p_usage.set_defaults(func=usage)
+    p_ledger = sub.add_parser("ledger", help="the ledger's stores")
+    ledger_sub = p_ledger.add_subparsers(dest="ledger_command", required=True)
+    p_migrate = ledger_sub.add_parser("migrate", help="create or migrate the schema of every postgres sink (the gateway also does at start)")
+    p_migrate.add_argument("--config", default="routes.yaml", help="route table naming the ledger (default: routes.yaml)")
+    p_migrate.set_defaults(func=ledger_migrate)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

@@ -18,6 +18,7 @@ swaps it whole.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -283,14 +284,20 @@ class StateSettings:
     outage_probes: int = setting("consecutive failed probes before the store is marked degraded", 3, minimum=1, maximum=100)
 
 
-SINK_KINDS = ("sqlite", "redis", "jsonl")
+SINK_KINDS = ("sqlite", "redis", "jsonl", "postgres")
+PG_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 
 
 @dataclass(frozen=True, slots=True)
 class SinkSettings:
     """One place usage records are written.  ``name`` keys its journal file and metrics."""
 
-    kind: str = setting("sqlite (embedded), redis (shared by replicas) or jsonl (for log shippers)", required=True, choices=SINK_KINDS, noun="sink kind")
+    kind: str = setting(
+        "sqlite (embedded), redis (shared by replicas), postgres (shared, queried with SQL) or jsonl (for log shippers)",
+        required=True,
+        choices=SINK_KINDS,
+        noun="sink kind",
+    )
     name: str = setting("names its journal file and metrics; defaults to the kind", schema={"type": ["string", "number", "null"]})
     path: str = setting("sqlite, jsonl: the file, relative to routes.yaml (usage.db, usage.jsonl)", "", schema={"type": ["string", "null"]})
     url: str = setting("redis: the redis:// URL", "")
@@ -299,7 +306,16 @@ class SinkSettings:
     max_age_days: int = setting("redis: stream records older than this are trimmed", 35, minimum=1)
     rollup_days: int = setting("redis: per-day roll-up hashes live this long", 400, minimum=1)
     dedupe_days: int = setting("redis: a replay within this many days of the first write never counts twice", 7, minimum=1)
-    timeout: float = setting("seconds a write may wait (sqlite busy timeout, redis socket timeout)", 1.0, minimum=0.001)
+    dsn: Secret | None = setting(
+        "postgres: the postgresql:// DSN; write ${ENV_VAR} for it (it holds the password), never the DSN itself",
+        None,
+        read=_secret,
+        schema={"type": ["string", "null"]},
+    )
+    db_schema: str = setting("postgres: the PostgreSQL schema holding the ledger's tables (created if missing)", "public", schema={"type": ["string", "null"]})
+    pool_size: int = setting("postgres: connections in the sink's pool (writes, replays, /v1/usage queries)", 4, minimum=1, maximum=100)
+    query_timeout: float = setting("postgres: seconds a /v1/usage or llm-router usage query may run", 30.0, minimum=0.001)
+    timeout: float = setting("seconds a write may wait (sqlite busy timeout, redis socket timeout, postgres connect and statement timeout)", 1.0, minimum=0.001)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +446,15 @@ def _sink(r: Reader, raw: Any, path: str, source: str, taken: list[SinkSettings]
     sink_path = r.string(d.get("path"), f"{path}.path", default={"sqlite": "usage.db", "jsonl": "usage.jsonl"}.get(kind, "")) or ""
     if kind == "redis" and not values["url"].startswith(("redis://", "rediss://", "unix://")):
         r.fail(f"{path}.url", f"a redis sink needs a redis:// URL, got {values['url']!r}")
-    return SinkSettings(**{**values, "kind": kind, "name": name, "path": _resolve(sink_path, source) if sink_path else ""})
+    if kind == "postgres":
+        dsn = values["dsn"]
+        # Never echo the DSN: it holds the password.
+        if dsn is None or not dsn.reveal().startswith(("postgresql://", "postgres://")):
+            r.fail(f"{path}.dsn", "a postgres sink needs a postgresql://user:password@host:port/db DSN, e.g. dsn: ${LEDGER_DSN}")
+    db_schema = r.string(d.get("db_schema"), f"{path}.db_schema", default="public") or "public"
+    if not re.match(PG_IDENTIFIER, db_schema):
+        r.fail(f"{path}.db_schema", f"must be a plain identifier (letters, digits, _), got {db_schema!r}")
+    return SinkSettings(**{**values, "kind": kind, "name": name, "db_schema": db_schema, "path": _resolve(sink_path, source) if sink_path else ""})
 
 
 def _ledger(r: Reader, raw: Any, source: str, present: bool) -> tuple[LedgerSettings | None, dict[str, Price]]:

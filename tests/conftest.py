@@ -1,4 +1,4 @@
-"""Shared fixtures: fake upstreams, a gateway on a real socket, Redis with a private prefix."""
+"""Shared fixtures: fake upstreams, a gateway on a real socket, Redis with a private prefix, PostgreSQL with a private database."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import sys
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import yaml
 
 from router.config import RouteTable, parse_table
 from router.server import RunningServer, start_server
 from tests.fakes.upstream import FakeUpstream
+from tests.pg_cluster import Cluster, bin_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every gateway a test starts has an admin API; tests that need it disabled delete the variable.
@@ -281,3 +284,88 @@ async def start_redis_server(port: int, workdir: Path | None = None) -> asyncio.
 
     await wait_for(answers, timeout=10, interval=0.05)
     return proc
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL: ./dev test starts a throwaway server and exports its DSN.
+
+
+def _without_postgres(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} and CI=true: tests that need PostgreSQL must not skip")
+    pytest.skip(reason)
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+async def _pg_execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The DSN of a database of this test session's own, on the server ./dev test started; dropped at the end."""
+    base = os.environ.get("ROUTER_TEST_POSTGRES_DSN")
+    if not base:
+        _without_postgres("ROUTER_TEST_POSTGRES_DSN is not set (./dev test starts a PostgreSQL and sets it)")
+    assert base is not None
+    database = f"llmr_test_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_pg_execute(base, f"CREATE DATABASE {database}"))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        _without_postgres(f"PostgreSQL at ROUTER_TEST_POSTGRES_DSN does not answer ({type(exc).__name__})")
+    yield with_database(base, database)
+    asyncio.run(_pg_execute(base, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+
+
+@dataclass
+class PgLedger:
+    """A schema of one test's own in the session's database: a postgres sink pointed at it, and a way to look inside."""
+
+    dsn: str
+    schema: str
+
+    def sink(self, **extra: Any) -> dict[str, Any]:
+        return {"kind": "postgres", "dsn": self.dsn, "db_schema": self.schema, **extra}
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    async def fetch_in_schema(self, sql: str) -> list[asyncpg.Record]:
+        """``sql`` as a person would type it (``FROM usage``), with the test's schema first on the search path."""
+        conn = await asyncpg.connect(self.dsn, timeout=10, server_settings={"search_path": self.schema})
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def pg_ledger(postgres_dsn: str) -> AsyncIterator[PgLedger]:
+    pg = PgLedger(postgres_dsn, f"t_{uuid.uuid4().hex[:12]}")
+    yield pg
+    await _pg_execute(postgres_dsn, f'DROP SCHEMA IF EXISTS "{pg.schema}" CASCADE')
+
+
+@pytest.fixture
+async def pg_cluster() -> AsyncIterator[Cluster]:
+    """A PostgreSQL server of the test's own (started), for tests that stop and restart it: never the session's."""
+    if bin_dir() is None:
+        _without_postgres("pg_ctl and initdb are not installed")
+    cluster = await asyncio.to_thread(Cluster.create)
+    try:
+        await asyncio.to_thread(cluster.start)
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.remove)

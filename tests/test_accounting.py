@@ -89,7 +89,14 @@ def test_ledger_config_mistakes_are_reported_with_their_paths():
     bad = {
         **MOCK,
         "ledger": {
-            "sinks": [{"kind": "postgres"}, {"kind": "redis", "url": "localhost"}, {"kind": "jsonl", "colour": 1}, {"kind": "jsonl"}],
+            "sinks": [
+                {"kind": "mongodb"},
+                {"kind": "redis", "url": "localhost"},
+                {"kind": "jsonl", "colour": 1},
+                {"kind": "jsonl"},
+                {"kind": "postgres", "db_schema": "drop table"},  # no dsn, and a schema that is no identifier
+                {"kind": "postgres", "name": "pg2", "dsn": "mysql://u:hunter2@h/db"},
+            ],
             "batch_size": 0,
             "prices_file": "/nonexistent/prices.json",
         },
@@ -98,6 +105,8 @@ def test_ledger_config_mistakes_are_reported_with_their_paths():
         table_from(bad)
     paths = {path for path, _ in info.value.issues}
     assert {"ledger.sinks[0].kind", "ledger.sinks[1].url", "ledger.sinks[2].colour", "ledger.sinks[3].name", "ledger.batch_size", "ledger.prices_file"} <= paths
+    assert {"ledger.sinks[4].dsn", "ledger.sinks[4].db_schema", "ledger.sinks[5].dsn"} <= paths
+    assert "hunter2" not in str(info.value)  # a DSN holds a password: never echoed
     assert table_from(MOCK).ledger is None
     assert table_from({**MOCK, "ledger": {}}).ledger.sinks[0].kind == "sqlite"  # type: ignore[union-attr]
 

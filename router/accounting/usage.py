@@ -2,7 +2,9 @@
 
 A row is made once, when the request ends (``row_from_record``), and is what
 every sink stores and every query sums.  Cost is integer micro-dollars,
-priced once per attempt (``AttemptRecord.charge``) and rounded once per request.  Grouping (``GROUP_KEYS``, ``tag:<key>``) is defined here once
+priced once per attempt (``AttemptRecord.charge``) and rounded once per request,
+half-up (``cost_micro_usd``); the unrounded amount is kept beside it as a decimal
+string (``cost_micro_usd_exact``).  Grouping (``GROUP_KEYS``, ``tag:<key>``) is defined here once
 for the sinks that aggregate in Python and, as SQL, for the SQLite sink.
 """
 
@@ -54,7 +56,8 @@ class UsageRow:
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     total_tokens: int = 0
-    cost_micro_usd: int = 0
+    cost_micro_usd: int = 0  # rounded once, per request, half-up: what every total sums
+    cost_micro_usd_exact: str | None = None  # the unrounded amount, a decimal string ("4.5"); None in rows from before it was kept
     price_version: str | None = None
     usage_estimated: bool = False
     latency_ms: float = 0.0
@@ -80,6 +83,11 @@ def _day_name(day_number: int) -> str:
 
 def utc_day(ts: float) -> str:
     return _day_name(int(ts // 86400))
+
+
+def exact_text(amount: Decimal) -> str:
+    """An exact Decimal as plain decimal text, no exponent and no trailing zeros: Decimal("50.00") -> "50"."""
+    return format(amount.normalize(), "f") if amount else "0"
 
 
 def row_from_record(record: RequestRecord, team_from_metadata: str | None = None) -> UsageRow:
@@ -116,6 +124,7 @@ def row_from_record(record: RequestRecord, team_from_metadata: str | None = None
     team = record.team
     if team is None and team_from_metadata:
         team = record.metadata.get(team_from_metadata)
+    cost = record.cost
     ttft = (record.first_token_mono - record.started_mono) if record.first_token_mono is not None else None
     return UsageRow(
         request_id=record.request_id,
@@ -140,7 +149,8 @@ def row_from_record(record: RequestRecord, team_from_metadata: str | None = None
         error_class=record.error_class,
         stream=record.stream,
         client_disconnected=record.client_disconnected,
-        cost_micro_usd=to_micro(record.cost),  # every attempt that consumed tokens, the failed ones too
+        cost_micro_usd=to_micro(cost),  # every attempt that consumed tokens, the failed ones too
+        cost_micro_usd_exact=exact_text(cost),
         price_version=price_version,
         usage_estimated=estimated,
         latency_ms=total_s * 1000,

@@ -82,7 +82,7 @@ async def usage_response(ledger: Ledger | None, request: web.Request) -> web.Res
     """GET /v1/usage: spend grouped as asked, as JSON or CSV (the admin token is checked by auth_middleware)."""
     sink = ledger.query_sink() if ledger is not None else None
     if sink is None:
-        raise LedgerNotConfigured("this gateway keeps no queryable ledger; add a sqlite or redis sink under 'ledger:' in routes.yaml")
+        raise LedgerNotConfigured("this gateway keeps no queryable ledger; add a sqlite, redis or postgres sink under 'ledger:' in routes.yaml")
     q = request.query
     try:
         start, end = parse_window(q.get("from"), q.get("to"))

@@ -1,7 +1,7 @@
 """``llm-router usage``: the ledger's totals in a terminal, read straight from the query sink.
 
-It opens the same sink the gateway writes (the first sqlite or redis sink in
-``ledger.sinks``) and runs the same grouped query as ``GET /v1/usage``, so
+It opens the same sink the gateway writes (the first sqlite, redis or
+postgres sink in ``ledger.sinks``, as the gateway's ``/v1/usage`` does) and runs the same grouped query as ``GET /v1/usage``, so
 the two always agree.
 """
 
@@ -11,7 +11,7 @@ import sys
 
 import orjson
 
-from router.accounting.sinks import SinkUnavailable, build_sink
+from router.accounting.sinks import QUERYABLE_KINDS, SinkUnavailable, build_sink
 from router.accounting.usage import SUM_FIELDS, BadQuery, format_usd
 from router.accounting.usage_api import parse_group_by, parse_window, to_csv
 from router.config import RouteTable
@@ -21,9 +21,9 @@ TABLE_COLUMNS = ("requests", "prompt_tokens", "cached_tokens", "completion_token
 
 async def print_usage(table: RouteTable, since: str, until: str | None, by: str, fmt: str) -> int:
     ledger = table.ledger
-    settings = next((s for s in ledger.sinks if s.kind in ("sqlite", "redis")), None) if ledger else None
+    settings = next((s for s in ledger.sinks if s.kind in QUERYABLE_KINDS), None) if ledger else None
     if settings is None:
-        print(f"{table.source}: no sqlite or redis sink under 'ledger:'; nothing to read", file=sys.stderr)
+        print(f"{table.source}: no sqlite, redis or postgres sink under 'ledger:'; nothing to read", file=sys.stderr)
         return 1
     try:
         start, end = parse_window(since, until)

@@ -2,6 +2,7 @@
 
     sqlite.py   the embedded default: one file, WAL mode, queried with SQL
     redis.py    Redis Streams + per-day roll-up counters, for many replicas
+    postgres.py one PostgreSQL table shared by every replica, for finance's SQL (asyncpg)
     jsonl.py    one JSON object per line, for log shippers (write-only)
 
 A sink raises ``SinkUnavailable`` when it cannot take a batch; the ledger
@@ -15,6 +16,9 @@ from typing import Any, Protocol
 
 from router.accounting.usage import UsageRow
 from router.config import SinkSettings
+
+# The kinds that answer queries: /v1/usage and ``llm-router usage`` read the first of these in ``ledger.sinks``.
+QUERYABLE_KINDS = ("sqlite", "redis", "postgres")
 
 
 class SinkUnavailable(Exception):
@@ -45,6 +49,10 @@ def build_sink(settings: SinkSettings) -> Sink:
         from router.accounting.sinks.redis import RedisSink
 
         return RedisSink(settings)
+    if settings.kind == "postgres":
+        from router.accounting.sinks.postgres import PostgresSink
+
+        return PostgresSink(settings)
     if settings.kind == "jsonl":
         from router.accounting.sinks.jsonl import JsonlSink
 

@@ -55,7 +55,7 @@ class JsonlSink:
         return len(fresh)
 
     async def query(self, start: float, end: float, group_by: list[str]) -> list[dict[str, Any]]:
-        raise NotImplementedError("the jsonl sink is write-only; query the sqlite or redis sink")
+        raise NotImplementedError("the jsonl sink is write-only; query the sqlite, redis or postgres sink")
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -81,6 +81,11 @@ class SqliteSink:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL keeps it consistent
                 db.execute(SCHEMA)
+                # A file made by an older gateway lacks the columns added since (cost_micro_usd_exact): add them.
+                have = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
+                for f in fields(UsageRow):
+                    if f.name not in have:
+                        db.execute(f"ALTER TABLE usage ADD COLUMN {f.name} {_column_type(f.type)}")
                 db.execute("CREATE INDEX IF NOT EXISTS usage_started_at ON usage(started_at)")
             except sqlite3.Error:
                 db.close()
