@@ -8,3 +8,4 @@ from enum import StrEnum
 class Operation(StrEnum):
     CHAT = "chat"
     COMPLETION = "completion"
+    EMBEDDING = "embedding"  # POST /v1/embeddings

@@ -193,14 +193,14 @@ class RetryPolicy:
 
 def _operations(r: Reader, value: Any, path: str) -> frozenset[Operation]:
     if not isinstance(value, list) or not value:
-        r.fail(path, "must be a non-empty list of: chat, completion")
+        r.fail(path, f"must be a non-empty list of: {', '.join(o.value for o in Operation)}")
         return frozenset()
     operations: set[Operation] = set()
     for i, op in enumerate(value):
         try:
             operations.add(Operation(op))
         except ValueError:
-            r.fail(f"{path}[{i}]", f"unknown operation {op!r}; expected chat or completion")
+            r.fail(f"{path}[{i}]", f"unknown operation {op!r}; expected one of: {', '.join(o.value for o in Operation)}")
     return frozenset(operations)
 
 

@@ -33,6 +33,11 @@ def merged(base: Any, over: Any) -> Any:
     return over
 
 
+def dummy(name: str) -> str:
+    """A value of the shape an exported variable of this name would have."""
+    return "postgresql://ledger:secret@localhost:5432/finance" if name.endswith("DSN") else f"dummy-{name.lower()}-0123456789"
+
+
 def test_the_readme_has_routes_fragments_and_marks_the_others():
     assert len(FRAGMENTS) >= 4
     markers = {b.marker for b in blocks() if b.lang == "yaml"} - {None}
@@ -46,6 +51,6 @@ def test_a_readme_routes_fragment_passes_check(block: Block, tmp_path):
     document = merged(load_yaml((PROJECT_ROOT / "routes.yaml").read_text()), fragment)
     path = tmp_path / "routes.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    env = {**os.environ, **{name: f"dummy-{name.lower()}-0123456789" for name in _ENV.findall(block.text)}}
+    env = {**os.environ, **{name: dummy(name) for name in _ENV.findall(block.text)}}
     result = subprocess.run([sys.executable, "-m", "router", "check", str(path)], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, f"{block.name}:\n{result.stderr}"

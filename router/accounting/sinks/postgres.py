@@ -79,7 +79,7 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("overhead_ms", "real", False),
     ("upstream_ms", "real", True),
     ("ttft_ms", "real", True),
-    ("status", "smallint", False),
+    ("status", "text", False),  # the HTTP status as text, or stream_error
     ("attempts", "smallint", False),
     ("retries", "smallint", False),
     ("failovers", "smallint", False),
