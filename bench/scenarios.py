@@ -51,7 +51,12 @@ class Scenario:
 
 def _targets(upstream_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     def provider(path: str) -> dict[str, Any]:
-        return {"kind": "openai", "base_url": upstream_url + path, "api_key": UPSTREAM_KEY, "timeouts": {"connect": 5, "read": 30, "total": 60}}
+        return {
+            "kind": "openai",
+            "base_url": upstream_url + path,
+            "api_key": UPSTREAM_KEY,
+            "timeouts": {"connect": 5, "first_token": 30, "idle": 30, "total": 60},
+        }
 
     def route(prefix: str) -> dict[str, Any]:
         return {

@@ -309,7 +309,8 @@ class Attempt:
 
     async def until_first_token(self) -> bytes | list[bytes]:
         """A stream's first events, or a whole answer's headers, within timeouts.first_token (and the request's deadline)."""
-        first_token = self.started + self.candidate.target.timeouts.first_token
+        timeouts = self.candidate.target.timeouts
+        first_token = self.started + min(timeouts.first_token, timeouts.total)
         at = min(first_token, self.exchange.deadline)
         try:
             async with asyncio.timeout_at(_loop_deadline(at)):
