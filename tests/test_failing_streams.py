@@ -79,7 +79,7 @@ async def test_a_slow_first_token_fails_over_to_the_next_target_before_anything_
 
 async def test_first_token_does_not_cut_a_whole_answer_that_takes_longer_than_idle(make_upstream, start_gateway):
     slow, spare = await make_upstream("openai"), await make_upstream("openai")
-    slow.then(Behaviour(delay=1.5, text="worth the wait"))
+    slow.then(Behaviour(delay=3, text="worth the wait"))  # 3 s: longer than idle, shorter than first_token
     gw = await start_gateway(two_providers(slow, spare, first_timeouts={"first_token": 5, "idle": 0.5}))
     async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/chat/completions", json={"model": "chat", **CHAT}) as r:
         body = await r.json()
