@@ -330,6 +330,10 @@ class LedgerSettings:
     retry_interval: float = setting("seconds between tries of a sink that is down", 1.0, minimum=0.001)
     team_from_metadata: str | None = setting("metadata key naming the team when the client key has none", None)
     max_label_values: int = setting("distinct values a metric label may take before 'other'", 200, minimum=1)
+    expose_cost: bool = setting(
+        "show callers what each request cost (usage.cost, usage.cost_details, x-router-cost-usd); false for a gateway that must not show prices",
+        True,
+    )
     prices_file: str | None = setting(
         "LiteLLM's model_prices_and_context_window.json, relative to routes.yaml, for targets without price", None, schema={"type": ["string", "null"]}
     )
@@ -390,6 +394,11 @@ class RouteTable:
             if prefix is not None and name.startswith(prefix) and len(name) > len(prefix):
                 return wildcard
         return None
+
+    @property
+    def expose_cost(self) -> bool:
+        """Whether answers carry their cost (ledger.expose_cost; on when there is no ledger section)."""
+        return self.ledger is None or self.ledger.expose_cost
 
     def secrets(self) -> list[Secret]:
         return [p.api_key for p in self.providers.values() if p.api_key] + self.auth.secrets()

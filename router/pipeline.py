@@ -36,6 +36,7 @@ from providers import ADAPTERS
 from providers.base import BadAnswer, ResponseContext, StreamTranslator
 from router.accounting.estimate import answer_text, estimate_usage
 from router.accounting.record import AttemptRecord, RequestRecord, request_metadata
+from router.accounting.usage import format_usd
 from router.auth.admission import Admission
 from router.config import RouteTable, ServerSettings
 from router.errors import (
@@ -387,6 +388,9 @@ class Attempt:
                 out["usage"] = usage.to_openai()
         self.succeed(usage)
         headers = exchange.router_headers(self.candidate)
+        if exchange.table.expose_cost:  # the same rounded cost as the ledger row (RequestRecord.cost_micro)
+            out.setdefault("usage", usage.to_openai()).update(exchange.record.cost_for_client())
+            headers["x-router-cost-usd"] = format_usd(exchange.record.cost_micro)
         if not req.stream:
             exchange.record.first_token_mono = exchange.record.ended_mono or time.monotonic()
             return web.Response(body=orjson.dumps(out), headers=headers, content_type="application/json")
@@ -532,11 +536,23 @@ class StreamRelay:
                 break
             if self.resume is not None:
                 chunk = self.resume.adapt(chunk)
+            if self.translator.usage is not None and b'"usage"' in chunk and self.attempt.exchange.table.expose_cost:
+                chunk = self.costed(chunk)
             if self.sent is not None:
                 self.sent.append(chunk)
             self.relayed += 1
             out.append(encode(chunk))
         return out
+
+    def costed(self, chunk: bytes) -> bytes:
+        """The usage chunk with what the request cost: the attempt is charged now (charge() later prices it the same)."""
+        assert self.translator.usage is not None
+        self.attempt.outcome.charge(self.translator.usage)
+        data = orjson.loads(chunk)
+        if not isinstance(data.get("usage"), dict):
+            return chunk
+        data["usage"].update(self.attempt.exchange.record.cost_for_client())
+        return orjson.dumps(data)
 
     def is_error_event(self, chunk: bytes) -> bool:
         """An upstream's ``{"error": ...}`` event: the stream failed (its message scrubbed, since the client will read it)."""

@@ -113,7 +113,9 @@ async def test_provider_that_cannot_stream_gets_a_synthesised_stream(make_upstre
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "Hello from forefront"
-    assert chunks[-1]["usage"] == {"prompt_tokens": 28, "completion_tokens": 10, "total_tokens": 38}
+    usage = chunks[-1]["usage"]
+    assert {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")} == {"prompt_tokens": 28, "completion_tokens": 10, "total_tokens": 38}
+    assert usage["cost"] == 0.0  # unpriced target: it cost nothing the gateway knows of, and says so
     assert "stream" not in up.received[0].body
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from providers.base import Usage
-from router.accounting.pricing import cost_micro_usd
+from router.accounting.pricing import NO_COST, CostParts, cost_parts, to_micro, usd
 from router.config import Price
 from router.outcome import AttemptKind, HealthEffect
 
@@ -39,6 +39,7 @@ class AttemptRecord:
     health: HealthEffect = HealthEffect.NEUTRAL  # what this call did to the target's health
     retry_after: float | None = None  # the cooldown the upstream asked for (429, 503)
     cost: Decimal = Decimal(0)  # usage at price, exact micro-dollars: computed once, in charge()
+    parts: CostParts = NO_COST  # the same cost, split by what was billed
 
     def __post_init__(self) -> None:
         if self.usage is not None:
@@ -47,7 +48,8 @@ class AttemptRecord:
     def charge(self, usage: Usage) -> None:
         """Set the attempt's usage and price it: the only place a cost is computed."""
         self.usage = usage
-        self.cost = cost_micro_usd(usage, self.price)
+        self.parts = cost_parts(usage, self.price)
+        self.cost = self.parts.total
 
     @property
     def tried(self) -> bool:
@@ -117,6 +119,17 @@ class RequestRecord:
     def cost(self) -> Decimal:
         """Every attempt that consumed tokens, at its target's price (exact; the ledger rounds once)."""
         return sum((a.cost for a in self.attempts), Decimal(0))
+
+    @property
+    def cost_micro(self) -> int:
+        """The request's cost rounded once, half-up: what its ledger row, the client and budgets all see."""
+        return to_micro(self.cost)
+
+    def cost_for_client(self) -> dict[str, Any]:
+        """``usage.cost`` (USD) and ``usage.cost_details`` (each part rounded alone), from the same cost as the ledger row."""
+        parts = sum((a.parts for a in self.attempts), NO_COST)
+        details = {name: usd(to_micro(getattr(parts, name))) for name in ("input", "cached_input", "cache_write", "output", "reasoning")}
+        return {"cost": usd(self.cost_micro), "cost_details": details}
 
     @property
     def tokens_used(self) -> int:

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from router.accounting.pricing import to_micro
 from router.accounting.record import RequestRecord
 
 TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
@@ -149,7 +148,7 @@ def row_from_record(record: RequestRecord, team_from_metadata: str | None = None
         error_class=record.error_class,
         stream=record.stream,
         client_disconnected=record.client_disconnected,
-        cost_micro_usd=to_micro(cost),  # every attempt that consumed tokens, the failed ones too
+        cost_micro_usd=record.cost_micro,  # every attempt that consumed tokens, the failed ones too
         cost_micro_usd_exact=exact_text(cost),
         price_version=price_version,
         usage_estimated=estimated,

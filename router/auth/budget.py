@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from router.accounting.pricing import max_cost_micro_usd, to_micro
+from router.accounting.pricing import max_cost_micro_usd
 from router.accounting.record import RequestRecord
 from router.auth.keys import Budget, Principal
 from router.config import Price
@@ -153,4 +153,4 @@ def actual_cost(record: RequestRecord, reserved: int) -> int:
     for attempt in record.attempts:
         if attempt.answered and (attempt.usage is None or attempt.usage.estimated):
             return reserved  # the ledger records an estimate for finance; a budget must not trust one
-    return to_micro(record.cost)
+    return record.cost_micro
