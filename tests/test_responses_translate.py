@@ -476,6 +476,13 @@ def test_a_stream_that_breaks_ends_with_response_failed_holding_what_arrived():
     assert state._completed_response is None
 
 
+def test_a_stream_that_breaks_mid_call_keeps_the_partial_arguments_marked_incomplete():
+    calls = [chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"ci'}}]})]
+    events, _ = run_stream({"model": "m", "input": "x", "tools": [WEATHER], "stream": True}, calls, end="failed")
+    [call] = Response.model_validate(events[-1]["response"]).output
+    assert (call.arguments, call.status) == ('{"ci', "incomplete")
+
+
 def test_a_stream_with_no_content_still_answers_an_empty_message():
     events, state = run_stream({"model": "m", "input": "x", "stream": True}, [chunk({"role": "assistant"}), chunk({}, "stop")])
     assert [event["type"] for event in events] == ["response.created", "response.in_progress", "response.completed"]

@@ -615,9 +615,10 @@ class ResponsesStream:
             return b""
         out = self._start({})
         self.closed = True
-        for opened in ([self._message] if self._message else []) + list(self._calls.values()):
-            joined = "".join(opened.parts)
-            opened.item.update(status="incomplete", **({"content": [output_text_part(joined)]} if opened.item["type"] == "message" else {"arguments": joined}))
+        if self._message is not None:
+            self._message.item.update(status="incomplete", content=[output_text_part("".join(self._message.parts))])
+        for opened in self._calls.values():
+            opened.item.update(status="incomplete", arguments="".join(opened.parts))
         self._message = None
         self._calls.clear()
         self.response.update(status="failed", error={"code": code, "message": message})
