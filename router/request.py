@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class ClientRequest:
     include_usage: bool
     request_id: str
     received_at: float = field(default_factory=time.monotonic)
+    original: dict[str, Any] | None = None  # the client's own body when a front door translated it (router/frontdoor)
     _prompt_tokens: int | None = None
 
     @property
@@ -83,18 +85,22 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
-def parse_request(op: Operation, raw: bytes, request_id: str) -> ClientRequest:
-    """The body, checked once: every mistake a client can make here is a 400 naming the field."""
-    body = _decode(raw)
+def parse_request(op: Operation, raw: bytes, request_id: str, translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> ClientRequest:
+    """The body, checked once: every mistake a client can make here is a 400 naming the field.
+
+    ``translate`` is a front door's (router/frontdoor): the client's body as an
+    OpenAI request, checked the same way after it; the client's own is kept.
+    """
+    original = _decode(raw)
+    body = original if translate is None else translate(original)
     models = _models(body)
-    if op is Operation.CHAT:
-        _check_messages(body.get("messages"))
-    else:
-        _check_prompt(body.get("prompt"))
+    _CHECKS[op](body)
     _check_numbers(body)
     stream, include_usage = _stream(body)
+    if stream and op is Operation.EMBEDDING:
+        raise InvalidRequest("embeddings are not streamed: drop 'stream'", param="stream")
     _check_attribution(body)
-    return ClientRequest(op=op, body=body, models=models, stream=stream, include_usage=include_usage, request_id=request_id)
+    return ClientRequest(op, body, models, stream, include_usage, request_id, original=None if translate is None else original)
 
 
 def _decode(raw: bytes) -> dict[str, Any]:
@@ -144,6 +150,43 @@ def _check_prompt(prompt: Any) -> None:
         raise InvalidRequest("'prompt' is required", param="prompt")
     if not isinstance(prompt, (str, list)):
         raise InvalidRequest(f"'prompt' must be a string or an array, got {_kind(prompt)}", param="prompt")
+
+
+MAX_INPUTS = 2048  # OpenAI's own bound on one embeddings request
+
+
+def _check_input(value: Any) -> None:
+    """An embeddings ``input``: a string, a list of strings, a list of token ids, or a list of such lists."""
+    if isinstance(value, str):
+        if not value:
+            raise InvalidRequest("'input' must not be empty", param="input")
+        return
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(f"'input' must be a string or a non-empty array, got {_kind(value)}", param="input")
+    if len(value) > MAX_INPUTS:
+        raise InvalidRequest(f"'input' has {len(value)} items; at most {MAX_INPUTS} are accepted", param="input")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return
+    for i, item in enumerate(value):
+        ok = isinstance(item, str) and item or isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+        if not ok:
+            raise InvalidRequest(f"input[{i}] must be a non-empty string or an array of token ids", param=f"input[{i}]")
+
+
+def _check_embedding(body: dict[str, Any]) -> None:
+    _check_input(body.get("input"))
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= 65536):
+        raise InvalidRequest("'dimensions' must be an integer from 1 to 65536", param="dimensions")
+    if body.get("encoding_format") not in (None, "float", "base64"):
+        raise InvalidRequest("'encoding_format' must be float or base64", param="encoding_format")
+
+
+_CHECKS: dict[Operation, Callable[[dict[str, Any]], None]] = {
+    Operation.CHAT: lambda body: _check_messages(body.get("messages")),
+    Operation.COMPLETION: lambda body: _check_prompt(body.get("prompt")),
+    Operation.EMBEDDING: _check_embedding,
+}
 
 
 def _check_numbers(body: dict[str, Any]) -> None:
