@@ -8,7 +8,8 @@ JSON in, JSON out.  Prices are applied centrally, never here.
 
 Upstream answers are not trusted.  A 200 whose body is not a chat or text
 completion, and a stream event that is not a JSON object, raise
-``BadAnswer`` (the gateway treats it as an upstream protocol error).  Token
+``BadAnswer`` (the gateway treats it as an upstream protocol error); so
+does an embeddings 200 that is not OpenAI's embedding list.  Token
 counts must be non-negative integers no larger than ``MAX_TOKENS``; any
 other value rejects the whole usage: the reader returns ``None`` and sets
 ``ResponseContext.usage_rejected``, and the gateway charges its estimate.
@@ -16,7 +17,8 @@ other value rejects the whole usage: the reader returns ``None`` and sets
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -168,9 +170,33 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     messages = body.get("messages")
     if isinstance(messages, list):
         chars = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
+    elif "input" in body:
+        return max(1, _input_tokens(body["input"]))
     else:
         chars = len(str(body.get("prompt", "")))
     return max(1, chars // 4)
+
+
+def _input_tokens(value: Any) -> int:
+    """An embedding request's ``input``: each string at four characters a token (at least one), token-id lists exactly."""
+    if isinstance(value, str):
+        return max(1, len(value) // 4)
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_input_tokens(v) for v in value)
+    return len(str(value)) // 4
+
+
+def _read_embedding_usage(raw: dict[str, Any]) -> Usage:
+    # An embedding generates nothing: a reported completion count is not billed as output.
+    prompt = token_count(raw.get("prompt_tokens"))
+    return Usage(prompt_tokens=prompt, total_tokens=token_count(raw.get("total_tokens")) or prompt)
+
+
+def usage_from_embedding(raw: Any, ctx: ResponseContext | None = None) -> Usage | None:
+    """An OpenAI embedding's usage (``prompt_tokens``, ``total_tokens``); ``None`` as ``usage_from_openai`` says."""
+    return checked_usage(_read_embedding_usage, raw, ctx)
 
 
 @dataclass(slots=True)
@@ -256,6 +282,41 @@ def check_completion(op: Operation, payload: Any) -> None:
             raise BadAnswer(f"choices[{i}].text is a {_kind(choice.get('text'))}, not a string")
 
 
+def check_embeddings(payload: Any) -> None:
+    """Raise ``BadAnswer`` unless ``payload`` is an OpenAI embedding list.
+
+    ``data`` is a non-empty list of ``{"object": "embedding", "index": int,
+    "embedding": [numbers] | "base64"}``: what a client library decodes
+    without looking, so anything else must fail over rather than reach it.
+    """
+    if not isinstance(payload, dict):
+        raise BadAnswer(f"the answer is a JSON {_kind(payload)}, not an object")
+    data = payload.get("data")
+    if not isinstance(data, list):
+        raise BadAnswer("the answer has no data list" if data is None else f"data is a {_kind(data)}, not a list")
+    if not data:
+        raise BadAnswer("data is empty")
+    for i, item in enumerate(data):
+        _check_embedding(item, i)
+
+
+def _check_embedding(item: Any, i: int) -> None:
+    if not isinstance(item, dict):
+        raise BadAnswer(f"data[{i}] is a {_kind(item)}, not an object")
+    if item.get("object") != "embedding":
+        raise BadAnswer(f"data[{i}].object is not 'embedding'")
+    index = item.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise BadAnswer(f"data[{i}].index is a {_kind(index)}, not a non-negative integer")
+    vector = item.get("embedding")
+    if isinstance(vector, str):
+        return
+    if not isinstance(vector, list) or not vector:
+        raise BadAnswer(f"data[{i}].embedding is a {_kind(vector)}, not a list of numbers or a base64 string")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vector):
+        raise BadAnswer(f"data[{i}].embedding holds something other than finite numbers")
+
+
 def _check_message(message: Any, i: int) -> None:
     if not isinstance(message, dict):
         raise BadAnswer(f"choices[{i}].message is a {_kind(message)}, not an object")
@@ -288,6 +349,16 @@ class Adapter:
     capabilities: ClassVar[Capabilities]
     default_base_url: ClassVar[str | None] = None
     transport: ClassVar[str] = "http"  # which of the gateway's transports carries its calls (router/transport.py)
+
+    def configured(self, options: Mapping[str, Any]) -> Adapter:
+        """This adapter for a provider entry's ``options`` (routes.yaml ``providers.<name>.options``).
+
+        Most adapters need none and return themselves; one whose calls depend
+        on an option (Azure's ``api_version``) returns an adapter bound to it,
+        and raises ``ValueError`` for an option it cannot use, so the gateway
+        can refuse the config at load rather than at the first call.
+        """
+        return self
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"}

@@ -11,8 +11,14 @@ instead of the network.  Options (``providers.<name>.options`` in routes.yaml):
     fail_status        status of injected failures (default 503)
     fail_every         every Nth call fails with fail_status (default 0: never)
 
-A request whose last message (its text, or any of its text parts) contains
-``[mock-status NNN]`` is answered with that status, for trying failover by hand.
+Embeddings (``POST /embeddings``) are deterministic unit vectors drawn from a
+hash of each input (a string, or a token-id list), ``dimensions`` long
+(default 8), as float lists or, with ``encoding_format: base64``,
+little-endian float32 bytes in base64 as OpenAI sends them; usage is
+``estimate_prompt_tokens`` of the request, prompt tokens only.
+
+A request whose last message (its text, or any of its text parts; an
+embedding's first string input) contains ``[mock-status NNN]`` is answered with that status, for trying failover by hand.
 
 It answers the way a model does, so that client libraries built on tool
 calls and structured output (LangChain's ``bind_tools`` and
@@ -52,9 +58,12 @@ OpenAI's error shape.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import math
 import re
+import struct
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -72,6 +81,9 @@ _STATUS_DIRECTIVE = re.compile(r"\[mock-status (\d{3})\]")
 _JSON_TOKEN_CHARS = 4
 # Attempts at finding a JSON schema in one message: prompts are the client's, and may be large.
 _SCHEMA_SEARCH_TRIES = 200
+# Small vectors by default: the mock's embeddings are for trying the plumbing, not for search quality.
+DEFAULT_DIMENSIONS = 8
+MAX_DIMENSIONS = 4096
 
 
 class MockAdapter(OpenAIAdapter):
@@ -144,7 +156,7 @@ class MockUpstream:
         if self.fail_every and self.calls % self.fail_every == 0:
             return self.fail_status
         messages = _messages(body)
-        last = _text_of(messages[-1]) if messages else body.get("prompt")
+        last = _text_of(messages[-1]) if messages else body.get("prompt", _first_string(body.get("input")))
         match = _STATUS_DIRECTIVE.search(last) if isinstance(last, str) else None
         return int(match.group(1)) if match else None
 
@@ -155,6 +167,8 @@ class MockUpstream:
         status = self._injected_status(body)
         if status is not None and status >= 400:
             return _error(status, f"mock provider injected status {status}", "mock_error", None)
+        if call.path.endswith("/embeddings"):
+            return _embeddings(body)
         chat = call.path.endswith("/chat/completions")
         try:
             answers = _answers(body, chat, self.completion_tokens)
@@ -173,6 +187,67 @@ class MockUpstream:
 
 def _error(status: int, message: str, kind: str, param: str | None) -> MockResponse:
     return MockResponse(status, orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": str(status)}}))
+
+
+# -- embeddings -------------------------------------------------------------
+
+
+def _embeddings(body: dict[str, Any]) -> MockResponse:
+    """An OpenAI embedding list for the request's inputs, or the 400 OpenAI gives a request it refuses."""
+    try:
+        inputs, dimensions, encoding = _embedding_request(body)
+    except _Refused as exc:
+        return _error(400, str(exc), "invalid_request_error", exc.param)
+    data = [{"object": "embedding", "index": i, "embedding": _encoded(_vector(item, dimensions), encoding)} for i, item in enumerate(inputs)]
+    tokens = estimate_prompt_tokens(body)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return MockResponse(200, orjson.dumps({"object": "list", "data": data, "model": body.get("model", "mock"), "usage": usage}))
+
+
+def _embedding_request(body: dict[str, Any]) -> tuple[list[str | list[int]], int, str]:
+    """The inputs (one per vector), the vector length and the encoding, checked as OpenAI checks them."""
+    raw = body.get("input")
+    if isinstance(raw, str) or _is_token_list(raw):
+        inputs: list[str | list[int]] = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(item, str) or _is_token_list(item) for item in raw):
+        inputs = list(raw)
+    else:
+        raise _Refused("input", "input must be a string, a list of strings, a token-id list or a list of token-id lists")
+    if any(item == "" or item == [] for item in inputs):
+        raise _Refused("input", "input must not be empty")
+    dimensions = body.get("dimensions", DEFAULT_DIMENSIONS)
+    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= MAX_DIMENSIONS:
+        raise _Refused("dimensions", f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise _Refused("encoding_format", "encoding_format must be 'float' or 'base64'")
+    return inputs, dimensions, encoding
+
+
+def _is_token_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def _first_string(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    return next((v for v in value if isinstance(v, str)), None) if isinstance(value, list) else None
+
+
+def _vector(item: str | list[int], dimensions: int) -> list[float]:
+    """A unit vector from the input's hash: the same input always gets the same vector, others point elsewhere."""
+    seed = item.encode() if isinstance(item, str) else orjson.dumps(item)
+    raw = struct.unpack(f"<{dimensions}I", hashlib.shake_256(seed).digest(4 * dimensions))
+    values = [x / 0xFFFFFFFF * 2 - 1 for x in raw]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    # Rounded through float32, so the float and base64 forms of one vector are the same numbers.
+    return list(struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *(v / norm for v in values))))
+
+
+def _encoded(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 # -- what to answer ---------------------------------------------------------

@@ -5,7 +5,9 @@ Everything the client sent passes through, extension parameters included
 replaced by the target's upstream model, and a streamed call always asks for
 usage in its final chunk so that streamed requests are priced from real
 numbers.  Chunks without usage are relayed byte for byte, once they parse
-as a JSON object (about 1.5 µs a chunk with orjson).
+as a JSON object (about 1.5 µs a chunk with orjson).  Embeddings
+(``POST /embeddings``) pass through the same way and are never streamed; their
+usage is prompt tokens only.
 """
 
 from __future__ import annotations
@@ -23,13 +25,39 @@ from providers.base import (
     UpstreamCall,
     Usage,
     check_completion,
+    check_embeddings,
     event_object,
+    usage_from_embedding,
     usage_from_openai,
 )
 from providers.operations import Operation
 
-_PATHS = {Operation.CHAT: "/chat/completions", Operation.COMPLETION: "/completions"}
+PATHS = {Operation.CHAT: "/chat/completions", Operation.COMPLETION: "/completions", Operation.EMBEDDING: "/embeddings"}
 _INCLUDE_USAGE = {"include_usage": True}
+
+
+def label_embeddings(payload: dict[str, Any], ctx: ResponseContext) -> Usage | None:
+    """Check an OpenAI embedding list, label it in place; return its usage (prompt tokens only).
+
+    Raises ``BadAnswer`` when ``data`` is not a list of embeddings.
+    """
+    check_embeddings(payload)
+    usage = usage_from_embedding(payload.get("usage"), ctx)
+    if usage is not None:
+        payload["usage"] = {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total}
+    elif ctx.usage_rejected:
+        del payload["usage"]
+    payload.setdefault("object", "list")
+    payload.setdefault("model", ctx.model)
+    payload["provider"] = ctx.provider
+    return usage
+
+
+def translate_openai(op: Operation, payload: dict[str, Any], ctx: ResponseContext) -> tuple[dict[str, Any], Usage | None]:
+    """An OpenAI-shaped answer of any operation, checked and labelled (``BadAnswer`` if it is not of ``op``'s shape)."""
+    if op is Operation.EMBEDDING:
+        return payload, label_embeddings(payload, ctx)
+    return payload, label_response(op, payload, ctx)
 
 
 def openai_payload(body: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
@@ -110,16 +138,16 @@ class OpenAIStream(StreamTranslator):
 class OpenAIAdapter(Adapter):
     kind = "openai"
     capabilities = Capabilities(
-        operations=frozenset({Operation.CHAT, Operation.COMPLETION}),
-        streams=frozenset({Operation.CHAT, Operation.COMPLETION}),
+        operations=frozenset({Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}),
+        streams=frozenset({Operation.CHAT, Operation.COMPLETION}),  # embeddings are never streamed
     )
     default_base_url = "https://api.openai.com/v1"
 
     def build_call(self, op: Operation, body: dict[str, Any], model: str, stream: bool) -> UpstreamCall:
-        return UpstreamCall(_PATHS[op], orjson.dumps(openai_payload(body, model, stream)), stream)
+        return UpstreamCall(PATHS[op], orjson.dumps(openai_payload(body, model, stream)), stream)
 
     def translate_response(self, op: Operation, payload: dict[str, Any], ctx: ResponseContext) -> tuple[dict[str, Any], Usage | None]:
-        return payload, label_response(op, payload, ctx)
+        return translate_openai(op, payload, ctx)
 
     def stream_translator(self, op: Operation, ctx: ResponseContext) -> StreamTranslator:
         return OpenAIStream(ctx)

@@ -6,24 +6,36 @@ and answers in the shape its doc shows.  A test scripts it per request with
 a raw body, raw stream events), and reads back what arrived in ``received``.
 
     kind         path (under its base URL)           doc
-    openai       /v1/chat/completions, /v1/completions   openai-compatible-chat.txt
+    openai       /v1/chat/completions, /v1/completions,  openai-compatible-chat.txt,
+                 /v1/embeddings                       OpenAI's embeddings reference
     forii        /inference/v1/chat/completions       forii-chat-completions.txt
     forefront    /v1/chat/completions                 forefront-*.txt
     interactive  /api/v1/completions                  interactive-completions.txt
+    azure        /openai/deployments/{deployment}/    Azure OpenAI's REST reference
+                 {chat/completions,completions,embeddings}?api-version=...
+    gemini       /v1beta/models/{model}:generateContent,   Google's Gemini API reference
+                 :streamGenerateContent?alt=sse       (tests/fakes/gemini.py)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-BASE_PATHS = {"openai": "/v1", "forii": "/inference/v1", "forefront": "/v1", "interactive": "/api/v1"}
+from tests.fakes.gemini import gemini_answer
+
+BASE_PATHS = {"openai": "/v1", "forii": "/inference/v1", "forefront": "/v1", "interactive": "/api/v1", "azure": "", "gemini": ""}
+# The GA and preview versions Azure's reference lists; any other api-version is a 404 there.
+AZURE_API_VERSIONS = {"2024-02-01", "2024-06-01", "2024-10-21", "2024-12-01-preview", "2025-01-01-preview", "2025-04-01-preview"}
+AZURE_FILTERS = {s: {"filtered": False, "severity": "safe"} for s in ("hate", "self_harm", "sexual", "violence")}
 FOREFRONT_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "temeperature", "stop"}
 INTERACTIVE_FIELDS = {
     "model",
@@ -67,6 +79,7 @@ class Behaviour:
     # then one that is not JSON, or an error object echoing the key), then ``[DONE]``.
     raw: bytes | None = None
     events: list[bytes] | None = None
+    call_args: dict[str, Any] | None = None  # gemini: the arguments of the functionCall it answers with (default {})
 
 
 @dataclass
@@ -106,6 +119,15 @@ class FakeUpstream:
             app.router.add_post(base + "/chat/completions", self._chat)
         if self.kind in ("openai", "interactive"):
             app.router.add_post(base + "/completions", self._completions)
+        if self.kind == "openai":
+            app.router.add_post(base + "/embeddings", self._embeddings)
+        if self.kind == "azure":
+            deployment = "/openai/deployments/{deployment}"
+            app.router.add_post(deployment + "/chat/completions", self._chat)
+            app.router.add_post(deployment + "/completions", self._completions)
+            app.router.add_post(deployment + "/embeddings", self._embeddings)
+        if self.kind == "gemini":
+            app.router.add_post("/v1beta/models/{call}", self._gemini)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -123,11 +145,25 @@ class FakeUpstream:
         body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
         return web.json_response(body, status=status)
 
-    async def _accept(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """A wrong key, or (Azure) an api-version its reference does not list, answered as the real API does."""
+        if self.kind == "azure":
+            if request.headers.get("api-key") != self.api_key:
+                body = {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
+                return web.json_response(body, status=401)
+            if request.query.get("api-version") not in AZURE_API_VERSIONS:
+                return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+            return None
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             # Real APIs echo part of a wrong key; the gateway must scrub it.
             got = request.headers.get("Authorization", "")
-            return None, self._error(401, f"Incorrect API key provided: {got[7:]}", "invalid_api_key")
+            return self._error(401, f"Incorrect API key provided: {got[7:]}", "invalid_api_key")
+        return None
+
+    async def _accept(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+        refused = self._refused(request)
+        if refused is not None:
+            return None, refused
         if not request.headers.get("Content-Type", "").startswith("application/json"):
             return None, self._error(415, "content-type must be application/json")
         try:
@@ -198,10 +234,7 @@ class FakeUpstream:
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         if behaviour.status >= 400:
-            error = behaviour.body or {
-                "error": {"message": f"fake {self.kind} says {behaviour.status}", "type": "server_error", "param": None, "code": str(behaviour.status)}
-            }
-            return web.json_response(error, status=behaviour.status, headers=behaviour.headers)
+            return web.json_response(behaviour.body or self._status_body(behaviour.status), status=behaviour.status, headers=behaviour.headers)
         text = behaviour.text or f"Hello from {self.kind}"
         ident = f"{self.kind}-{next(self._ids)}"
         if body.get("stream"):
@@ -226,6 +259,9 @@ class FakeUpstream:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                 "usage": usage,
             }
+            if self.kind == "azure":  # Azure's content filtering, on the prompt and on each choice
+                answer["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": AZURE_FILTERS}]
+                answer["choices"][0]["content_filter_results"] = AZURE_FILTERS
         else:
             choice: dict[str, Any] = {"text": text, "index": 0.0, "logprobs": None, "finish_reason": "stop"}
             if self.kind == "interactive":
@@ -256,6 +292,10 @@ class FakeUpstream:
         try:
             if behaviour.first_delay:
                 await asyncio.sleep(behaviour.first_delay)
+            if self.kind == "azure":  # Azure's first chunk: no choices, the prompt's filter results, an empty model
+                head = {"id": "", "object": "", "created": 0, "model": "", "choices": []}
+                filters = [{"prompt_index": 0, "content_filter_results": AZURE_FILTERS}]
+                await response.write(b"data: " + json.dumps({**head, "prompt_filter_results": filters}).encode() + b"\n\n")
             for i, word in enumerate(words):
                 await response.write(chunk(word if i == 0 else " " + word))
                 if i == 0:
@@ -286,6 +326,38 @@ class FakeUpstream:
             raise
         return response
 
+    def _status_body(self, status: int) -> dict[str, Any]:
+        if self.kind == "azure":
+            return {"error": {"code": str(status), "message": f"fake azure says {status}"}}
+        return {"error": {"message": f"fake {self.kind} says {status}", "type": "server_error", "param": None, "code": str(status)}}
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's (and Azure's) embeddings: one vector per input, floats or base64 float32, usage prompt tokens only."""
+        body, error = await self._accept(request)
+        if error is not None:
+            return error
+        assert body is not None
+        inputs = embedding_inputs(body.get("input"))
+        if inputs is None:
+            return self._error(400, "input must be a string, a list of strings or token-id lists", param="input")
+        behaviour = self._next()
+        if behaviour.status >= 400:
+            return web.json_response(behaviour.body or self._status_body(behaviour.status), status=behaviour.status, headers=behaviour.headers)
+        if behaviour.raw is not None:
+            return web.Response(body=behaviour.raw, content_type="application/json")
+        if behaviour.body is not None:
+            return web.json_response(behaviour.body)
+        dimensions = body.get("dimensions", 4)
+        vectors = [[round(0.1 * (i + 1) * (d + 1), 6) for d in range(dimensions)] for i in range(len(inputs))]
+        base64_wanted = body.get("encoding_format") == "base64"
+        data = [{"object": "embedding", "index": i, "embedding": float32_base64(v) if base64_wanted else v} for i, v in enumerate(vectors)]
+        usage = behaviour.usage or {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}
+        return web.json_response({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+    async def _gemini(self, request: web.Request) -> web.StreamResponse:
+        self.received.append(Received(request.path_qs, dict(request.headers), await _json_or_empty(request)))
+        return await gemini_answer(self, request, self.received[-1].body, self._next())
+
     async def _raw_stream(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **behaviour.headers})
         await response.prepare(request)
@@ -293,8 +365,32 @@ class FakeUpstream:
         for event in behaviour.events:
             await response.write(b"data: " + event + b"\n\n")
             self.stream_started.set()
-        await response.write(b"data: [DONE]\n\n")
+        if self.kind != "gemini":  # Gemini's streams just end
+            await response.write(b"data: [DONE]\n\n")
         return response
+
+
+def embedding_inputs(raw: Any) -> list[Any] | None:
+    """The inputs of an embeddings request, one per vector; ``None`` for what OpenAI refuses."""
+    if isinstance(raw, str) and raw:
+        return [raw]
+    if isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw):
+        return [raw]
+    if isinstance(raw, list) and raw and all((isinstance(x, str) and x) or (isinstance(x, list) and x) for x in raw):
+        return list(raw)
+    return None
+
+
+def float32_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+async def _json_or_empty(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def closed_port() -> int:
