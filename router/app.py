@@ -3,6 +3,7 @@
 Middlewares, each with one concern:
     request_id_middleware   echo the client's x-request-id or make one
     error_middleware        render every error in OpenAI's shape, with its status
+    cors_middleware         router/cors.py: a browser's preflight answered before auth (server.cors)
     overload_middleware     at most server.max_in_flight client requests at once; the rest 503 overloaded
     auth_middleware         router/auth/middleware.py: admin token on /admin/*, a client key elsewhere
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -20,8 +22,10 @@ from router.accounting.usage_api import usage_response
 from router.accounting.wiring import install_accounting
 from router.auth.admin import ADMIN_ROUTES
 from router.auth.middleware import add_ratelimit_headers, auth_middleware
-from router.config import RouteTable
-from router.errors import GatewayError, InvalidRequest, Overloaded
+from router.config import Alias, RouteTable
+from router.cors import add_cors_headers, cors_middleware
+from router.errors import GatewayError, InvalidRequest, Overloaded, UnknownModel
+from router.frontdoor.doors import RESPONSES
 from router.gateway import Gateway
 from router.keys import GATEWAY, METRICS, PRINCIPAL, RELOADER, REQUEST_ID
 from router.lifecycle import CONTEXTS
@@ -102,23 +106,38 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, Operation.COMPLETION)
 
 
+@ROUTES.post("/v1/embeddings")
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await handle_completion(request, Operation.EMBEDDING)
+
+
+@ROUTES.post("/v1/responses")
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await handle_completion(request, Operation.CHAT, RESPONSES)
+
+
+def model_object(name: str, alias: Alias) -> dict[str, Any]:
+    """A callable model name in OpenAI's model object shape (``owned_by`` is the gateway: it routes it)."""
+    extra = {"description": alias.description} if alias.description else {}
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llm-router", "operations": sorted(op.value for op in alias.operations), **extra}
+
+
 @ROUTES.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
-    table = request.app[GATEWAY].table
-    principal = request.get(PRINCIPAL)
-    data = [
-        {
-            "id": alias.name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "llm-router",
-            "operations": sorted(op.value for op in alias.operations),
-            **({"description": alias.description} if alias.description else {}),
-        }
-        for alias in (*table.aliases.values(), *table.wildcards)
-        if principal is None or principal.may_use((alias.name,))
-    ]
+    """The names a client may call; a wildcard alias is a pattern, not a name (``llm-router check`` lists patterns)."""
+    table, principal = request.app[GATEWAY].table, request.get(PRINCIPAL)
+    data = [model_object(name, alias) for name, alias in table.aliases.items() if principal is None or principal.may_use((name,))]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+@ROUTES.get("/v1/models/{model:.+}")
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One callable name: an alias, or a name a wildcard alias serves (``mock/anything``)."""
+    name, principal = request.match_info["model"], request.get(PRINCIPAL)
+    alias = request.app[GATEWAY].table.lookup(name)
+    if alias is None or (principal is not None and not principal.may_use((alias.name,))):
+        raise UnknownModel(f"no model {name!r} is served here; GET /v1/models lists those that are", param="model", code="model_not_found")
+    return web.Response(body=orjson.dumps(model_object(name, alias)), content_type="application/json")
 
 
 @ROUTES.get("/healthz")
@@ -140,7 +159,7 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     # The body limit is enforced per request from the live table; this is only
     # aiohttp's outer bound, so a reload that raises the limit still works.
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, overload_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, cors_middleware, overload_middleware, auth_middleware],
         client_max_size=max(table.server.max_body_bytes, 64 * 1024 * 1024),
     )
     app[GATEWAY] = gateway
@@ -149,6 +168,7 @@ def create_app(table: RouteTable, gateway: Gateway | None = None) -> web.Applica
     app[METRICS] = install_accounting(gateway, app[RELOADER])
     app.cleanup_ctx.extend(CONTEXTS)
     app.on_response_prepare.append(add_ratelimit_headers)
+    app.on_response_prepare.append(add_cors_headers)
     app.add_routes(ROUTES)
     app.add_routes(ADMIN_ROUTES)
     app.router.add_get("/admin/targets", admin_targets)

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p_usage.add_argument("--config", default="routes.yaml", help="route table naming the ledger (default: routes.yaml)")
     p_usage.add_argument("--since", default="30d", help="start: 7d, 24h, 2026-11-01, unix seconds (default: 30d)")
     p_usage.add_argument("--until", default=None, help="end, exclusive (default: now)")
-    p_usage.add_argument("--by", default="", help="group keys: team,model,provider,alias,day,user,key_id,status,tag:<key>")
+    p_usage.add_argument("--by", default="", help="group keys: team,model,provider,alias,day,user,key_id,status,operation,tag:<key>")
     p_usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p_usage.set_defaults(func=usage)
     p_ledger = sub.add_parser("ledger", help="the ledger's stores")

@@ -119,7 +119,7 @@ class Provider:
         schema={"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}},
     )
     options: Mapping[str, Any] = setting(
-        "adapter options (mock: latency_ms, chunk_delay_ms, completion_tokens, fail_status, fail_every)",
+        "adapter options (mock: latency_ms, chunk_delay_ms, completion_tokens, fail_status, fail_every; azure: api_version)",
         factory=lambda: MappingProxyType({}),
         read=_options,
         schema={"type": ["object", "null"]},
@@ -240,6 +240,29 @@ class Alias:
         return self.name[:-1] if self.name.endswith("*") else None
 
 
+def _strings(r: Reader, value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        r.fail(path, "must be a list of non-empty strings")
+        return ()
+    return tuple(value)
+
+
+_STRINGS_SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 1}}
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """Browsers calling the gateway (router/cors.py); off until an origin is allowed."""
+
+    allow_origins: tuple[str, ...] = setting(
+        "origins allowed to call from a browser, e.g. https://app.example.com; * for any; empty: CORS off", (), read=_strings, schema=_STRINGS_SCHEMA
+    )
+    allow_headers: tuple[str, ...] = setting(
+        "request headers a browser may send; * allows whatever the preflight asks for (Authorization included)", ("*",), read=_strings, schema=_STRINGS_SCHEMA
+    )
+    max_age: int = setting("seconds a browser may cache a preflight answer", 600, minimum=0, maximum=86400)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = setting("listen address (ROUTER_HOST overrides)", "127.0.0.1")
@@ -253,6 +276,7 @@ class ServerSettings:
         minimum=1024,
     )
     body_timeout: float = setting("seconds a client may take to send its request body; a slower one gets 408 and is closed", 30.0, minimum=0.01)
+    cors: CorsSettings = setting("cross-origin calls from browsers (off by default)", CorsSettings())
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -497,6 +521,10 @@ def _provider(r: Reader, name: str, raw: Any) -> Provider | None:
     adapter = ADAPTERS.get(values["kind"] or "")
     if adapter is None:
         return None
+    try:
+        adapter.configured(values["options"])  # an option the adapter cannot use is refused here, not at the first call
+    except ValueError as exc:
+        r.fail(f"{path}.options", str(exc))
     base_url = r.string(data.get("base_url"), f"{path}.base_url", default=adapter.default_base_url)
     if not base_url:
         r.fail(f"{path}.base_url", "is required for this kind")

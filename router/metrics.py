@@ -76,8 +76,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             f"{PREFIX}_requests",
-            "Client requests by alias, answering provider and model, and HTTP status",
-            ["alias", "provider", "model", "status"],
+            "Client requests by alias, answering provider and model, status (HTTP, or stream_error) and operation",
+            ["alias", "provider", "model", "status", "operation"],
             registry=r,
         )
         self.tokens = Counter(
@@ -123,7 +123,7 @@ class Metrics:
         provider = row.provider if row.provider and row.provider in table.providers else ""
         model = self._model(alias_obj, row.model)
         team = self.team_label(row.team)  # the key table's team, or the configured metadata key
-        self._child(self.requests, alias, provider, model, str(row.status)).inc()
+        self._child(self.requests, alias, provider, model, str(row.status), row.operation).inc()
         for kind, value in (
             ("prompt", row.prompt_tokens),
             ("cached", row.cached_tokens),
@@ -152,7 +152,7 @@ class Metrics:
                 self.attempts,
                 a_provider if a_provider in table.providers else "",
                 self._model(alias_obj, a_model),
-                "ok" if attempt.kind is AttemptKind.OK else "error",
+                "ok" if attempt.kind in (AttemptKind.OK, AttemptKind.CONTINUED) else "error",
             ).inc()
         self._child(self.latency, alias).observe(row.latency_ms / 1000)
         self._child(self.overhead, alias).observe(row.overhead_ms / 1000)

@@ -55,6 +55,7 @@ from router.errors import (
     all_failed,
     upstream_status_error,
 )
+from router.frontdoor.doors import OPENAI, Door, Emitter
 from router.gateway import Gateway
 from router.keys import GATEWAY, PRINCIPAL, RATELIMIT_HEADERS, REQUEST_ID
 from router.operations import Operation
@@ -66,7 +67,7 @@ from router.routing.candidates import Candidate, resolve_candidates
 from router.routing.ceiling import apply_ceiling, ceiling_error
 from router.routing.engine import Ticket
 from router.secrets import scrub, scrub_value
-from router.sse import DONE, DONE_EVENT, chunks_from_response, encode
+from router.sse import DONE, chunks_from_response
 from router.state.store import Admission as StoreAdmission
 from router.state.store import Entry, RedisUnavailable
 from router.transport import UpstreamResponse
@@ -80,8 +81,9 @@ class RelayResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
-async def handle_completion(request: web.Request, op: Operation) -> web.StreamResponse:
-    return await Exchange(request, op).run()
+async def handle_completion(request: web.Request, op: Operation, door: Door = OPENAI) -> web.StreamResponse:
+    """One client request to a model, come in by ``door`` (OpenAI's own API unless another front door translates)."""
+    return await Exchange(request, op, door).run()
 
 
 async def read_body(request: web.Request, server: ServerSettings) -> bytes:
@@ -113,14 +115,15 @@ def describe_request(record: RequestRecord, req: ClientRequest, request: web.Req
 class Exchange:
     """One client request, from its body to its ledger record."""
 
-    __slots__ = ("request", "gateway", "table", "op", "record", "admission", "_req", "deadline", "set_aside", "resume")
+    __slots__ = ("request", "gateway", "table", "op", "record", "admission", "_req", "deadline", "set_aside", "resume", "door")
 
-    def __init__(self, request: web.Request, op: Operation) -> None:
+    def __init__(self, request: web.Request, op: Operation, door: Door = OPENAI) -> None:
         self.request = request
         self.gateway: Gateway = request.app[GATEWAY]
         self.table = self.gateway.table  # one snapshot per request: a reload never changes a request mid-way
         self.op = op
-        self.record = RequestRecord(request_id=request[REQUEST_ID], operation=op.value, stream=False, requested_models=[])
+        self.door = door
+        self.record = RequestRecord(request_id=request[REQUEST_ID], operation=door.operation(op), stream=False, requested_models=[])
         self.admission = Admission(request.get(PRINCIPAL), self.record)
         self._req: ClientRequest | None = None
         self.deadline = 0.0
@@ -148,7 +151,7 @@ class Exchange:
 
     async def handle(self) -> web.StreamResponse:
         raw = await read_body(self.request, self.table.server)
-        self._req = parse_request(self.op, raw, self.record.request_id)
+        self._req = parse_request(self.op, raw, self.record.request_id, None if self.door is OPENAI else self.door.chat_body)
         describe_request(self.record, self._req, self.request, self.table)
         allowed = self.admission.allowed(self.table, self._req, self.candidates())
         return await self.send_with_fallback(allowed, self.admission.entry(self.gateway, self._req, len(raw)))
@@ -255,6 +258,10 @@ class Exchange:
         finally:
             self.gateway.routing.finish(ticket, attempt.outcome, self.record)
 
+    def emitter(self) -> Emitter:
+        """A new stream's writer, in the format of the door the request came in by."""
+        return Emitter(self.door.stream(self.req.original or self.req.body))
+
     def router_headers(self, candidate: Candidate | None) -> dict[str, str]:
         record = self.record
         headers = {"x-request-id": record.request_id, "x-router-attempts": str(record.tries), "x-router-trace": record.trace}
@@ -277,7 +284,8 @@ class Attempt:
         self.exchange = exchange
         self.candidate = candidate
         self.ticket = ticket
-        self.adapter = ADAPTERS[candidate.target.provider.kind]
+        provider = candidate.target.provider
+        self.adapter = ADAPTERS[provider.kind].configured(provider.options)  # e.g. azure's api_version
         self.outcome = AttemptRecord(candidate.target.key, candidate.alias.name, price=candidate.target.price)
         self.started = time.monotonic()
         self.upstream: UpstreamResponse | None = None
@@ -393,22 +401,22 @@ class Attempt:
             headers["x-router-cost-usd"] = format_usd(exchange.record.cost_micro)
         if not req.stream:
             exchange.record.first_token_mono = exchange.record.ended_mono or time.monotonic()
-            return web.Response(body=orjson.dumps(out), headers=headers, content_type="application/json")
+            answer = exchange.door.answer(out, req.original or req.body)
+            return web.Response(body=orjson.dumps(answer), headers=headers, content_type="application/json")
         return await self.stream_whole(out, headers)
 
     async def stream_whole(self, out: dict, headers: dict[str, str]) -> web.StreamResponse:
         """A provider that cannot stream: answer the streaming client from the whole response (or continue its stream)."""
-        chunks, resume = chunks_from_response(out, self.exchange.req.include_usage), self.exchange.resume
+        exchange, resume = self.exchange, self.exchange.resume
+        chunks = chunks_from_response(out, exchange.req.include_usage)
         if resume is None:
-            response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
-            await response.prepare(self.exchange.request)
-            self.exchange.record.first_token_mono = time.monotonic()
+            emit, response = exchange.emitter(), web.StreamResponse(headers={**headers, **SSE_HEADERS})
+            await response.prepare(exchange.request)
+            exchange.record.first_token_mono = time.monotonic()
         else:
-            response, chunks = resume.response, [resume.adapt(chunk) for chunk in chunks]
+            emit, response, chunks = resume.emit, resume.response, [resume.adapt(chunk) for chunk in chunks]
             await response.write(resume.comment(self.candidate.target.key))
-        for chunk in chunks:
-            await response.write(encode(chunk))
-        await response.write(DONE_EVENT)
+        await response.write(b"".join(emit.chunk(chunk) for chunk in chunks) + emit.end())
         await response.write_eof()
         return response
 
@@ -444,7 +452,7 @@ class StreamRelay:
     headers ride with the first write and the chunked-encoding end with the last.
     """
 
-    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets", "idle", "resume", "sent", "error_event")
+    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets", "idle", "resume", "sent", "error_event", "emit")
 
     def __init__(self, attempt: Attempt, first: list[bytes]) -> None:
         assert attempt.batches is not None
@@ -457,6 +465,7 @@ class StreamRelay:
         self.secrets = exchange.table.secrets()
         self.idle = attempt.candidate.target.timeouts.idle
         self.resume = exchange.resume  # continuing a broken stream: the same client response
+        self.emit = exchange.emitter() if self.resume is None else self.resume.emit
         recovers = attempt.candidate.alias.stream_recovery == "continue" and continues(exchange.req.op, exchange.req.body)
         self.sent: list[bytes] | None = [] if recovers else None  # what the client got, kept only to continue it
         self.error_event: UpstreamStreamError | None = None  # an upstream error event, raised once what preceded it is out
@@ -509,8 +518,8 @@ class StreamRelay:
         if self.error_event is not None:  # what came before it in the same read goes out first
             await self.response.write(b"".join(out))
             raise self.error_event
-        out.extend(encode(chunk) for chunk in self.translator.finish())
-        out.append(DONE_EVENT)
+        out.extend(self.emit.chunk(chunk) for chunk in self.translator.finish())
+        out.append(self.emit.end())
         await self.response.write_eof(b"".join(out))  # what arrived with [DONE] leaves with the end of the stream
 
     async def next_batch(self) -> list[bytes] | None:
@@ -541,7 +550,7 @@ class StreamRelay:
             if self.sent is not None:
                 self.sent.append(chunk)
             self.relayed += 1
-            out.append(encode(chunk))
+            out.append(self.emit.chunk(chunk))
         return out
 
     def costed(self, chunk: bytes) -> bytes:
@@ -585,7 +594,7 @@ class StreamRelay:
         record.error_class = type(exc).__name__
         record.stream_error = exc.message  # the record's status becomes stream_error (RequestRecord.status_label)
         try:
-            await self.response.write(encode(GatewayError(f"the upstream stream broke: {exc.message}").to_body()))
+            await self.response.write(self.emit.error(GatewayError(f"the upstream stream broke: {exc.message}")))
             await self.response.write_eof()
         except ConnectionResetError as gone:
             self.client_left(gone)
@@ -599,7 +608,7 @@ class StreamRelay:
         join = f"{outcome.target}={outcome.trace}"
         if self.resume is not None:
             return self.resume.extend(got, join)
-        return Resume(exchange.req.op, exchange.req.body, self.response, exchange.record, got.text, got.chunks, got.ident, got.created, [join])
+        return Resume(exchange.req.op, exchange.req.body, self.response, self.emit, exchange.record, got.text, got.chunks, got.ident, got.created, [join])
 
     def client_left(self, exc: BaseException) -> None:
         """The client went away mid-stream: a 499 in the record, never a traceback; cancellation goes on."""

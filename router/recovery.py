@@ -37,8 +37,8 @@ from aiohttp import web
 from providers.base import Adapter
 from router.accounting.record import RequestRecord
 from router.errors import GatewayError, UpstreamError
+from router.frontdoor.doors import Emitter
 from router.operations import Operation
-from router.sse import encode
 
 CONTINUE_PROMPT = (
     "Your previous reply was cut off mid-way. Continue it exactly from where it stopped: do not repeat any of it, do not start over, do not add a preface."
@@ -53,6 +53,7 @@ class Resume:
     op: Operation
     body: dict[str, Any]  # the client's request
     response: web.StreamResponse  # the client's stream, already begun
+    emit: Emitter  # its writer, in the format of the door the request came in by (one response id, one sequence)
     record: RequestRecord
     text: str  # every content delta the client received, in order
     chunks: int  # content chunks it received (about one token each)
@@ -86,7 +87,7 @@ class Resume:
         self.record.stream_error = f"broken at {self.joins[0]} and not continued: {error.message}"
         self.record.error_class = type(error).__name__
         try:
-            await self.response.write(encode(GatewayError(f"the upstream stream broke and could not be continued: {error.message}").to_body()))
+            await self.response.write(self.emit.error(GatewayError(f"the upstream stream broke and could not be continued: {error.message}")))
             await self.response.write_eof()
         except ConnectionResetError:
             self.record.client_left()

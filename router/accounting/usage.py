@@ -21,7 +21,7 @@ from router.accounting.record import RequestRecord
 
 TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
 SUM_FIELDS = (*TOKEN_FIELDS, "cost_micro_usd")
-GROUP_KEYS = ("team", "model", "provider", "alias", "day", "user", "key_id", "status")
+GROUP_KEYS = ("team", "model", "provider", "alias", "day", "user", "key_id", "status", "operation")
 TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 

@@ -46,7 +46,7 @@ def checked_targets(table: RouteTable) -> list[Target]:
 
 async def check_once(engine: RoutingEngine, transport: Transport, target: Target) -> str:
     """Send one check to ``target`` and report it; returns the outcome kind."""
-    adapter = ADAPTERS[target.provider.kind]
+    adapter = ADAPTERS[target.provider.kind].configured(target.provider.options)
     op = Operation.CHAT if Operation.CHAT in adapter.capabilities.operations else Operation.COMPLETION
     body = {k: v for k, v in CHECK_BODY.items() if k != ("prompt" if op is Operation.CHAT else "messages")}
     call = adapter.build_call(op, body, target.model, False)
