@@ -1,0 +1,177 @@
+"""The rest of the OpenAI surface clients call (issue 15): embeddings, the Responses API, models/{id}
+and CORS, with the official ``openai`` SDK against fake upstreams and against the shipped routes.yaml."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import struct
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.config import load_table
+from tests.conftest import ADMIN_HEADERS, PROJECT_ROOT, provider_entry, wait_for
+from tests.fakes.upstream import Behaviour
+
+PRICE = {"input": "0.13", "output": "0", "version": "emb-1"}
+CHAT_PRICE = {"input": "1", "output": "4", "version": "chat-1"}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def ledger(tmp_path: Any) -> dict[str, Any]:
+    return {"sinks": [{"kind": "sqlite", "path": str(tmp_path / "u.db")}], "journal_dir": str(tmp_path / "j"), "flush_interval": 0.02}
+
+
+def sdk(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+async def usage_by(url: str, keys: str, requests: int) -> dict[str, dict[str, Any]]:
+    async def rows() -> dict[str, dict[str, Any]] | None:
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/usage?from=1d&group_by={keys}", headers=ADMIN_HEADERS) as r:
+            body = await r.json()
+            return {row[keys]: row for row in body["data"]} if body["total"]["requests"] == requests else None
+
+    return await wait_for(rows)
+
+
+@pytest.fixture
+async def shipped(start_gateway, tmp_path):
+    """The gateway as ./dev serve runs it: the shipped routes.yaml, the mock answering."""
+    shutil.copy(PROJECT_ROOT / "routes.yaml", tmp_path / "routes.yaml")
+    return await start_gateway(load_table(tmp_path / "routes.yaml"))
+
+
+async def test_embeddings_one_and_many_and_base64_from_the_quick_start_mock(shipped):
+    client = sdk(shipped.url)
+    one = await client.embeddings.create(model="embed", input="hello")
+    many = await client.embeddings.create(model="embed", input=["hello", "world", "again"], dimensions=16)
+    packed = await client.embeddings.create(model="embed", input="hello", encoding_format="base64")
+    assert len(one.data) == 1 and len(one.data[0].embedding) == 8
+    assert [d.index for d in many.data] == [0, 1, 2] and all(len(d.embedding) == 16 for d in many.data)
+    assert many.data[0].embedding[:8] != many.data[1].embedding[:8]  # different texts, different vectors
+    # The SDK decodes base64 itself when it asked for floats; asked for base64, it hands back the string.
+    raw = packed.data[0].embedding
+    assert isinstance(raw, str) and list(struct.unpack("<8f", base64.b64decode(raw))) == pytest.approx(one.data[0].embedding)
+    assert one.usage.prompt_tokens >= 1
+    await client.close()
+
+
+async def test_responses_create_and_stream_from_the_quick_start_mock(shipped):
+    client = sdk(shipped.url)
+    answer = await client.responses.create(model="chat", input="Say hi", instructions="Be brief")
+    assert answer.output_text.startswith("The gateway answered") and answer.usage is not None and answer.usage.output_tokens > 0
+    async with client.responses.stream(model="chat", input="Say hi") as stream:
+        deltas = [event.delta async for event in stream if event.type == "response.output_text.delta"]
+        final = await stream.get_final_response()
+    assert "".join(deltas) == final.output_text == answer.output_text
+    assert (await client.models.retrieve("chat")).id == "chat"
+    await client.close()
+
+
+async def test_a_responses_function_call_round_trip(shipped):
+    client = sdk(shipped.url)
+    first = await client.responses.create(model="chat", input="What is the weather in Paris?", tools=[WEATHER], tool_choice="required")  # type: ignore[list-item]
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and "city" in calls[0].arguments
+    follow_up = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather", "arguments": calls[0].arguments},
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 21 C"},
+    ]
+    second = await client.responses.create(model="chat", input=follow_up, tools=[WEATHER])  # type: ignore[arg-type, list-item]
+    assert "sunny, 21 C" in second.output_text
+    async with client.responses.stream(model="chat", input="weather in Oslo?", tools=[WEATHER], tool_choice="required") as stream:  # type: ignore[list-item]
+        final = await stream.get_final_response()
+    streamed = [item for item in final.output if item.type == "function_call"]
+    assert streamed and streamed[0].name == "get_weather" and streamed[0].arguments.startswith("{")
+    await client.close()
+
+
+async def test_responses_state_it_does_not_keep_is_a_clear_400(shipped):
+    client = sdk(shipped.url)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.responses.create(model="chat", input="and then?", previous_response_id="resp_123")
+    assert refused.value.status_code == 400 and "previous_response_id" in str(refused.value)
+    await client.close()
+
+
+async def test_embeddings_and_responses_fail_over_and_are_priced_by_operation(make_upstream, start_gateway, tmp_path):
+    down, up = await make_upstream("openai"), await make_upstream("openai")
+    down.default = Behaviour(status=503)
+    config = {
+        "providers": {"down": provider_entry(down), "up": provider_entry(up)},
+        "models": {
+            "embed": {
+                "operations": ["embedding"],
+                "targets": [{"provider": "down", "model": "e1", "price": PRICE}, {"provider": "up", "model": "e2", "price": PRICE}],
+            },
+            "chat": {"targets": [{"provider": "up", "model": "c", "price": CHAT_PRICE}]},
+        },
+        "ledger": ledger(tmp_path),
+    }
+    gw = await start_gateway(config)
+    client = sdk(gw.url)
+    raw = await client.embeddings.with_raw_response.create(model="embed", input=["a", "b"])
+    embedded = raw.parse()
+    assert raw.headers["x-router-trace"] == "down/e1=status 503, up/e2=ok" and len(embedded.data) == 2
+    answer = await client.responses.create(model="chat", input="hi")
+    rows = await usage_by(gw.url, "operation", 2)
+    assert set(rows) == {"embedding", "responses"}
+    # The fakes' counts at the prices above, rounded once per request.
+    expected_embed = Decimal(embedded.usage.prompt_tokens) * Decimal(PRICE["input"])
+    expected_chat = Decimal(answer.usage.input_tokens) * 1 + Decimal(answer.usage.output_tokens) * 4  # type: ignore[union-attr]
+    assert rows["embedding"]["cost_micro_usd"] == int(expected_embed.quantize(Decimal(1), "ROUND_HALF_UP"))
+    assert rows["responses"]["cost_micro_usd"] == int(expected_chat) and rows["responses"]["prompt_tokens"] == answer.usage.input_tokens  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as s, s.get(gw.url + "/metrics") as r:
+        families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+    operations = {s.labels["operation"] for s in families["llm_router_requests"].samples if s.name == "llm_router_requests_total"}
+    assert operations == {"embedding", "responses"}
+    await client.close()
+
+
+async def test_models_list_names_what_can_be_called_and_retrieve_serves_a_wildcard_name(shipped):
+    client = sdk(shipped.url)
+    names = [m.id async for m in client.models.list()]
+    assert "chat" in names and "embed" in names and not any("*" in n for n in names)
+    assert (await client.models.retrieve("mock/any-model")).id == "mock/any-model"
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve("no-such-model")
+    await client.close()
+
+
+async def test_a_browser_preflight_from_an_allowed_origin_gets_cors_headers_and_auth_still_applies(start_gateway):
+    config = {
+        "server": {"cors": {"allow_origins": ["https://app.example.com"], "max_age": 120}},
+        "providers": {"m": {"kind": "mock"}},
+        "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}},
+        "auth": {"keys": {"web": {"key": "sk-web-0123456789abcdef0123"}}},
+    }
+    gw = await start_gateway(config)
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.options(gw.url + "/v1/chat/completions", headers=preflight) as r:
+            assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+            assert "authorization" in r.headers["Access-Control-Allow-Headers"] and r.headers["Access-Control-Max-Age"] == "120"
+        async with s.options(gw.url + "/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"}) as r:
+            assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
+        origin = {"Origin": "https://app.example.com"}
+        async with s.post(gw.url + "/v1/chat/completions", json=body, headers=origin) as r:
+            assert r.status == 401 and r.headers["Access-Control-Allow-Origin"] == "https://app.example.com"  # the browser may read why
+        async with s.post(
+            gw.url + "/v1/chat/completions", json={**body, "stream": True}, headers={**origin, "Authorization": "Bearer sk-web-0123456789abcdef0123"}
+        ) as r:
+            assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+            assert "x-router-trace" in r.headers["Access-Control-Expose-Headers"]
+            await r.read()
