@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import aiohttp.web
+import anthropic
 import openai
 import orjson
 import pytest
@@ -717,3 +719,81 @@ async def test_an_error_event_after_content_ends_the_stream_as_failed(make_upstr
     assert "".join(pieces) == "Hi" and not spare.received
     await wait_for(lambda: records)
     assert records[0].status_label == "stream_error"
+
+
+# -- the front door's shapes, read by the official anthropic SDK ------------------
+# A stand-in for the coming ingress: a loopback server that answers /v1/messages with
+# the translators above over canned OpenAI answers, so the SDK itself judges the shapes.
+
+CANNED_CHUNKS = [
+    openai_chunk({"role": "assistant", "content": ""}),
+    openai_chunk({"content": "Hello"}),
+    openai_chunk({"content": " there"}),
+    openai_chunk({"tool_calls": [{"index": 0, "id": "call_7", "type": "function", "function": {"name": "weather", "arguments": '{"city":'}}]}),
+    openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}),
+    openai_chunk({}, "tool_calls"),
+    openai_chunk(None, usage={"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49, "prompt_tokens_details": {"cached_tokens": 30}}),
+]
+CANNED_ANSWER = {
+    "id": "chatcmpl-5",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49},
+}
+
+
+async def stand_in(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+    body = await request.json()
+    if body.get("model") == "overloaded":
+        return aiohttp.web.json_response(error_body(529, "Overloaded"), status=529)
+    try:
+        chat = messages_to_chat(body)
+    except BadMessagesRequest as exc:
+        return aiohttp.web.json_response(error_body(400, str(exc)), status=400)
+    if not chat.get("stream"):
+        return aiohttp.web.json_response(chat_to_message(CANNED_ANSWER, body["model"]))
+    response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    stream = MessagesStream(body["model"])
+    for chunk in CANNED_CHUNKS:
+        await response.write(stream.feed(chunk))
+    await response.write(stream.finish())
+    return response
+
+
+async def count(request: aiohttp.web.Request) -> aiohttp.web.Response:
+    return aiohttp.web.json_response(count_tokens(await request.json()))
+
+
+@pytest.fixture
+async def stand_in_url():
+    app = aiohttp.web.Application()
+    app.router.add_post("/v1/messages", stand_in)
+    app.router.add_post("/v1/messages/count_tokens", count)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def test_the_anthropic_sdk_reads_our_message_stream_count_and_errors(stand_in_url):
+    ask = [{"role": "user", "content": "hi"}]
+    async with anthropic.AsyncAnthropic(base_url=stand_in_url, api_key="k", max_retries=0) as client:
+        message = await client.messages.create(model="claude-alias", max_tokens=64, system="Be brief.", messages=ask)
+        assert (message.content[0].text, message.stop_reason, message.usage.input_tokens, message.usage.output_tokens) == ("Hello there", "end_turn", 40, 9)
+        async with client.messages.stream(model="claude-alias", max_tokens=64, messages=ask) as stream:
+            texts = [text async for text in stream.text_stream]
+            final = await stream.get_final_message()
+        assert "".join(texts) == "Hello there"
+        assert [block.type for block in final.content] == ["text", "tool_use"]
+        assert (final.content[1].name, final.content[1].input, final.stop_reason) == ("weather", {"city": "Oslo"}, "tool_use")
+        assert (final.usage.input_tokens, final.usage.cache_read_input_tokens, final.usage.output_tokens) == (10, 30, 9)
+        counted = await client.messages.count_tokens(model="claude-alias", messages=[{"role": "user", "content": "x" * 40}])
+        assert counted.input_tokens == 10
+        with pytest.raises(anthropic.InternalServerError) as overloaded:
+            await client.messages.create(model="overloaded", max_tokens=8, messages=ask)
+        assert overloaded.value.status_code == 529 and overloaded.value.body["error"]["type"] == "overloaded_error"
+        with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+            await client.messages.create(model="claude-alias", max_tokens=0, messages=ask)

@@ -335,7 +335,11 @@ def stop_reason(finish: Any) -> str:
 
 
 def chat_to_message(answer: dict[str, Any], model: str) -> dict[str, Any]:
-    """An OpenAI chat completion as an Anthropic Message (its first choice; reasoning is not shown, see the module)."""
+    """An OpenAI chat completion as an Anthropic Message (its first choice).
+
+    ``reasoning_content`` is not shown: a thinking block needs a signature
+    only Anthropic can make, and a client sending one back would be refused.
+    """
     choices = answer.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
@@ -400,7 +404,9 @@ class MessagesStream:
     usage arrives in a chunk after the one with ``finish_reason``, so both
     wait for the end.  An error chunk becomes an ``error`` event and ends
     the stream.  Text and tool calls become content blocks in order; a
-    block is stopped when the next one starts.
+    block is stopped when the next one starts.  ``reasoning_content`` deltas
+    are not shown, as in ``chat_to_message``: a thinking block needs a
+    signature that only Anthropic can make.
     """
 
     def __init__(self, model: str, message_id: str | None = None, input_tokens: int = 0) -> None:
