@@ -53,8 +53,8 @@ ANTHROPIC_VERSION = "2023-06-01"  # the one stable version of the Messages API; 
 DEFAULT_MAX_TOKENS = 4096
 MESSAGES_PATH = "/v1/messages"
 
-# OpenAI field -> Messages field, copied as they are.
-_COPIED = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "thinking": "thinking"}
+# Fields of one name and meaning in both APIs, copied as they are.
+_COPIED = ("temperature", "top_p", "top_k", "thinking")
 PARAMS = frozenset({"messages", "max_tokens", "max_completion_tokens", "stop", "tools", "tool_choice", "parallel_tool_calls", "user", *_COPIED})
 
 STOP_REASONS = {
@@ -80,9 +80,9 @@ def messages_payload(body: dict[str, Any], model: str, stream: bool) -> dict[str
     payload: dict[str, Any] = {"model": model, "max_tokens": max_tokens(body), "messages": merge_turns(turns)}
     if system:
         payload["system"] = system
-    for name, target in _COPIED.items():
+    for name in _COPIED:
         if body.get(name) is not None:
-            payload[target] = body[name]
+            payload[name] = body[name]
     stop = body.get("stop")
     if stop:
         payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
