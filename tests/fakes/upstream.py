@@ -15,6 +15,12 @@ a raw body, raw stream events), and reads back what arrived in ``received``.
                  {chat/completions,completions,embeddings}?api-version=...
     gemini       /v1beta/models/{model}:generateContent,   Google's Gemini API reference
                  :streamGenerateContent?alt=sse       (tests/fakes/gemini.py)
+    anthropic    /v1/messages                         Anthropic's public Messages API reference
+
+The anthropic kind answers in Anthropic's own shapes: a Message object, named
+SSE events (message_start ... message_stop, usage in message_start and
+message_delta, no [DONE]), and ``{"type": "error", "error": {type, message}}``
+errors (529 is overloaded_error).
 """
 
 from __future__ import annotations
@@ -32,10 +38,40 @@ from aiohttp import web
 
 from tests.fakes.gemini import gemini_answer
 
-BASE_PATHS = {"openai": "/v1", "forii": "/inference/v1", "forefront": "/v1", "interactive": "/api/v1", "azure": "", "gemini": ""}
+BASE_PATHS = {"openai": "/v1", "forii": "/inference/v1", "forefront": "/v1", "interactive": "/api/v1", "azure": "", "gemini": "", "anthropic": ""}
 # The GA and preview versions Azure's reference lists; any other api-version is a 404 there.
 AZURE_API_VERSIONS = {"2024-02-01", "2024-06-01", "2024-10-21", "2024-12-01-preview", "2025-01-01-preview", "2025-04-01-preview"}
 AZURE_FILTERS = {s: {"filtered": False, "severity": "safe"} for s in ("hate", "self_harm", "sexual", "violence")}
+ANTHROPIC_FIELDS = {
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+}
+# Anthropic's error type for each status its reference lists.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+ANTHROPIC_TOOL_INPUT = {"city": "Paris", "unit": "celsius"}
 FOREFRONT_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "temeperature", "stop"}
 INTERACTIVE_FIELDS = {
     "model",
@@ -128,6 +164,8 @@ class FakeUpstream:
             app.router.add_post(deployment + "/embeddings", self._embeddings)
         if self.kind == "gemini":
             app.router.add_post("/v1beta/models/{call}", self._gemini)
+        if self.kind == "anthropic":
+            app.router.add_post("/v1/messages", self._messages)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -365,9 +403,146 @@ class FakeUpstream:
         for event in behaviour.events:
             await response.write(b"data: " + event + b"\n\n")
             self.stream_started.set()
-        if self.kind != "gemini":  # Gemini's streams just end
+        if self.kind not in ("gemini", "anthropic"):  # Gemini's streams just end; Anthropic's end with message_stop
             await response.write(b"data: [DONE]\n\n")
         return response
+
+    # -- Anthropic's Messages API ------------------------------------------------
+
+    def _anthropic_error(self, status: int, message: str) -> web.Response:
+        kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return web.json_response({"type": "error", "error": {"type": kind, "message": message}}, status=status)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("x-api-key") != self.api_key:
+            return self._anthropic_error(401, "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            return self._anthropic_error(400, "anthropic-version: header is required")
+        if not request.headers.get("Content-Type", "").startswith("application/json"):
+            return self._anthropic_error(400, "content-type must be application/json")
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return self._anthropic_error(400, "body is not JSON")
+        self.received.append(Received(request.path, dict(request.headers), body))
+        problem = self._messages_problem(body)
+        if problem is not None:
+            return self._anthropic_error(400, problem)
+        behaviour = self._next()
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        if behaviour.status >= 400:
+            if behaviour.body is not None:
+                return web.json_response(behaviour.body, status=behaviour.status, headers=behaviour.headers)
+            message = "Overloaded" if behaviour.status == 529 else f"fake anthropic says {behaviour.status}"
+            return self._anthropic_error(behaviour.status, message)
+        if body.get("stream"):
+            if behaviour.events is not None:
+                return await self._raw_stream(request, behaviour)
+            return await self._message_stream(request, body, behaviour)
+        if behaviour.gate is not None:
+            await behaviour.gate.wait()
+        if behaviour.raw is not None:
+            return web.Response(body=behaviour.raw, content_type="application/json", headers=behaviour.headers)
+        if behaviour.body is not None:
+            return web.json_response(behaviour.body, headers=behaviour.headers)
+        content, stop = self._message_content(body, behaviour)
+        usage = {"output_tokens": 6, **self._anthropic_usage(behaviour)}
+        message = {"id": f"msg_fake{next(self._ids)}", "type": "message", "role": "assistant", "model": body["model"], "content": content}
+        message.update(stop_reason=stop, stop_sequence=None, usage=usage)
+        return web.json_response(message, headers=behaviour.headers)
+
+    @staticmethod
+    def _messages_problem(body: Any) -> str | None:
+        """What Anthropic's reference says makes a request invalid, in its words; None when it is fine."""
+        if not isinstance(body, dict):
+            return "body must be an object"
+        unknown = set(body) - ANTHROPIC_FIELDS
+        if unknown:
+            return f"{sorted(unknown)[0]}: Extra inputs are not permitted"
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return "model: Field required"
+        if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
+            return "max_tokens: Field required"
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "messages: Field required"
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+                return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            if i and messages[i - 1].get("role") == message["role"]:
+                return "messages: roles must alternate between 'user' and 'assistant'"
+        if isinstance(body.get("metadata"), dict) and set(body["metadata"]) - {"user_id"}:
+            return "metadata: Extra inputs are not permitted"
+        return None
+
+    def _anthropic_usage(self, behaviour: Behaviour) -> dict[str, Any]:
+        """Input-side usage; ``Behaviour.usage`` may set any Messages usage field (output_tokens, the cache counts)."""
+        usage = {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        return {**usage, **(behaviour.usage or {})}
+
+    def _message_content(self, body: dict[str, Any], behaviour: Behaviour) -> tuple[list[dict[str, Any]], str]:
+        """A tool_use block when the request forces a tool; text otherwise (echoing a tool result it was given)."""
+        choice = body.get("tool_choice") or {}
+        if body.get("tools") and choice.get("type") in ("any", "tool"):
+            name = choice.get("name") or body["tools"][0]["name"]
+            return [{"type": "tool_use", "id": f"toolu_fake{next(self._ids)}", "name": name, "input": ANTHROPIC_TOOL_INPUT}], "tool_use"
+        last = body["messages"][-1]["content"]
+        results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"] if isinstance(last, list) else []
+        if results and behaviour.text is None:
+            said = results[0]["content"]
+            text = said if isinstance(said, str) else "".join(b.get("text", "") for b in said)
+            return [{"type": "text", "text": f"The tool said {text}"}], "end_turn"
+        return [{"type": "text", "text": behaviour.text or "Hello from anthropic"}], "end_turn"
+
+    async def _message_stream(self, request: web.Request, body: dict[str, Any], behaviour: Behaviour) -> web.StreamResponse:
+        """The documented event sequence: message_start, a ping, each block's start/deltas/stop, message_delta, message_stop."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **behaviour.headers})
+        await response.prepare(request)
+        content, stop = self._message_content(body, behaviour)
+        usage = self._anthropic_usage(behaviour)
+        output = usage.pop("output_tokens", 6)
+        start = {"id": f"msg_fake{next(self._ids)}", "type": "message", "role": "assistant", "model": body["model"], "content": []}
+        start.update(stop_reason=None, stop_sequence=None, usage={**usage, "output_tokens": 1})
+
+        async def send(kind: str, data: dict[str, Any]) -> None:
+            await response.write(f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode())
+
+        try:
+            await send("message_start", {"message": start})
+            await send("ping", {})
+            for index, block in enumerate(content):
+                await self._stream_block(send, index, block, behaviour)
+                if behaviour.drop_after_first:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+            await send("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": output}})
+            await send("message_stop", {})
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnected.set()
+            raise
+        return response
+
+    async def _stream_block(self, send: Any, index: int, block: dict[str, Any], behaviour: Behaviour) -> None:
+        if block["type"] == "tool_use":
+            await send("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
+            arguments = json.dumps(block["input"])
+            pieces = [arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]]
+            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
+        else:
+            await send("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+            words = block["text"].split(" ")
+            deltas = [{"type": "text_delta", "text": word if i == 0 else " " + word} for i, word in enumerate(words)]
+        for i, delta in enumerate(deltas):
+            await send("content_block_delta", {"index": index, "delta": delta})
+            if i == 0:
+                self.stream_started.set()
+                if behaviour.gate is not None:
+                    await behaviour.gate.wait()
+            if behaviour.chunk_delay:
+                await asyncio.sleep(behaviour.chunk_delay)
+        await send("content_block_stop", {"index": index})
 
 
 def embedding_inputs(raw: Any) -> list[Any] | None:
