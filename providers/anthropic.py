@@ -500,6 +500,10 @@ class NativeStreamUsage(StreamTranslator):
                 self.text_parts.append(text)
         return data
 
+    def framed(self, data: bytes) -> bytes:
+        """The event as Anthropic's SDK reads it: named by its type."""
+        return frame(self.event_type, data)
+
     def _add_usage(self, raw: Any, final: bool) -> None:
         if isinstance(raw, dict) and not self.ctx.usage_rejected:
             self.raw_usage.update(raw)
@@ -512,6 +516,7 @@ class NativeStreamUsage(StreamTranslator):
 
 class AnthropicAdapter(Adapter):
     kind = "anthropic"
+    native_doors = frozenset({"anthropic"})  # /v1/messages reaches an anthropic target as it came (router/frontdoor)
     capabilities = Capabilities(
         operations=frozenset({Operation.CHAT}),
         streams=frozenset({Operation.CHAT}),

@@ -246,6 +246,10 @@ class StreamTranslator:
         """Chunks to send after the upstream's last event (before ``[DONE]``)."""
         return []
 
+    def framed(self, data: bytes) -> bytes:
+        """An event passed through to a client of the upstream's own API, as SSE (a native stream: see ``Adapter.native_doors``)."""
+        return b"data: " + data + b"\n\n"
+
 
 def event_object(data: bytes) -> dict[str, Any]:
     """One stream event's JSON object; ``BadAnswer`` when it is not JSON or not an object."""
@@ -349,6 +353,10 @@ class Adapter:
     capabilities: ClassVar[Capabilities]
     default_base_url: ClassVar[str | None] = None
     transport: ClassVar[str] = "http"  # which of the gateway's transports carries its calls (router/transport.py)
+    # Front doors (router/frontdoor) whose requests this upstream takes as they are: the client's body goes
+    # through ``build_native_call``, the answer comes back untranslated, its usage read by ``native_usage``
+    # (whole) or ``native_stream`` (events).
+    native_doors: ClassVar[frozenset[str]] = frozenset()
 
     def configured(self, options: Mapping[str, Any]) -> Adapter:
         """This adapter for a provider entry's ``options`` (routes.yaml ``providers.<name>.options``).
@@ -371,6 +379,15 @@ class Adapter:
 
     def stream_translator(self, op: Operation, ctx: ResponseContext) -> StreamTranslator:
         raise NotImplementedError(f"{self.kind} does not stream {op.value}")
+
+    def build_native_call(self, body: dict[str, Any], model: str, stream: bool) -> UpstreamCall:
+        raise NotImplementedError(f"{self.kind} takes no front door's requests natively")
+
+    def native_usage(self, payload: dict[str, Any], ctx: ResponseContext) -> Usage | None:
+        raise NotImplementedError(f"{self.kind} takes no front door's requests natively")
+
+    def native_stream(self, ctx: ResponseContext) -> StreamTranslator:
+        raise NotImplementedError(f"{self.kind} takes no front door's requests natively")
 
     def error_message(self, status: int, payload: Any) -> str:
         """The upstream's own words for a failed call, for attempt lines and pass-through 4xx."""

@@ -25,16 +25,16 @@ from router.auth.middleware import add_ratelimit_headers, auth_middleware
 from router.config import Alias, RouteTable
 from router.cors import add_cors_headers, cors_middleware
 from router.errors import GatewayError, InvalidRequest, Overloaded, UnknownModel
-from router.frontdoor.doors import RESPONSES
+from router.frontdoor.doors import ANTHROPIC, RESPONSES, door_for
 from router.gateway import Gateway
 from router.keys import GATEWAY, METRICS, PRINCIPAL, RELOADER, REQUEST_ID
 from router.lifecycle import CONTEXTS
 from router.logs import RequestLog
 from router.metrics import metrics_response
 from router.operations import Operation
-from router.pipeline import handle_completion
+from router.pipeline import handle_completion, read_body
 from router.reload import Reloader, admin_reload
-from router.request import new_request_id
+from router.request import decode_body, new_request_id
 from router.routing.admin import admin_targets
 
 log = logging.getLogger("router")
@@ -53,11 +53,14 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return await handler(request)
 
 
-def error_response(exc: GatewayError, request_id: str | None) -> web.Response:
+def error_response(exc: GatewayError, request: web.Request) -> web.Response:
+    """The error in the shape of the API the client called (OpenAI's, or Anthropic's on /v1/messages)."""
     headers = dict(exc.headers)
+    request_id = request.get(REQUEST_ID)
     if request_id:
         headers["x-request-id"] = request_id
-    response = web.Response(status=exc.status, body=exc.to_body(), content_type="application/json", headers=headers)
+    body = door_for(request.path).error_body(exc)
+    response = web.Response(status=exc.status, body=body, content_type="application/json", headers=headers)
     if exc.closes_connection:
         response.force_close()
     return response
@@ -68,16 +71,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error_response(exc, request.get(REQUEST_ID))
+        return error_response(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         error = InvalidRequest(f"{request.method} {request.path}: {exc.reason}", code="not_found" if exc.status == 404 else None)
         error.status = exc.status
-        return error_response(error, request.get(REQUEST_ID))
+        return error_response(error, request)
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, request.get(REQUEST_ID))
-        return error_response(GatewayError("the gateway failed to handle this request; it has been logged"), request.get(REQUEST_ID))
+        return error_response(GatewayError("the gateway failed to handle this request; it has been logged"), request)
 
 
 @web.middleware
@@ -109,6 +112,24 @@ async def completions(request: web.Request) -> web.StreamResponse:
 @ROUTES.post("/v1/embeddings")
 async def embeddings(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, Operation.EMBEDDING)
+
+
+@ROUTES.post("/v1/messages")
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await handle_completion(request, Operation.CHAT, ANTHROPIC)
+
+
+@ROUTES.post("/v1/messages/count_tokens")
+async def count_message_tokens(request: web.Request) -> web.Response:
+    """Anthropic's token count, as the gateway estimates it (no upstream is called; the model must be one this key may use)."""
+    gateway = request.app[GATEWAY]
+    body = decode_body(await read_body(request, gateway.table.server))
+    counted = ANTHROPIC.count_tokens(body)
+    alias = gateway.table.lookup(str(body["model"]))
+    principal = request.get(PRINCIPAL)
+    if alias is None or (principal is not None and not principal.may_use((alias.name,))):
+        raise UnknownModel(f"no model {body['model']!r} is served here", param="model", code="model_not_found")
+    return web.Response(body=orjson.dumps(counted), content_type="application/json")
 
 
 @ROUTES.post("/v1/responses")

@@ -278,7 +278,7 @@ class Exchange:
 class Attempt:
     """One upstream call: its candidate, adapter, admission ticket and typed outcome."""
 
-    __slots__ = ("exchange", "candidate", "ticket", "adapter", "outcome", "started", "upstream", "batches", "native_stream")
+    __slots__ = ("exchange", "candidate", "ticket", "adapter", "outcome", "started", "upstream", "batches", "native_stream", "native")
 
     def __init__(self, exchange: Exchange, candidate: Candidate, ticket: Ticket) -> None:
         self.exchange = exchange
@@ -291,7 +291,8 @@ class Attempt:
         self.upstream: UpstreamResponse | None = None
         self.batches: AsyncIterator[list[bytes]] | None = None  # a stream's events, read once
         req = exchange.req
-        self.native_stream = req.stream and req.op in self.adapter.capabilities.streams
+        self.native = exchange.door.name in self.adapter.native_doors  # the client's body goes as it came, the answer back untranslated
+        self.native_stream = req.stream and (self.native or req.op in self.adapter.capabilities.streams)
         exchange.record.attempts.append(self.outcome)
         if exchange.record.upstream_started_mono is None:
             exchange.record.upstream_started_mono = self.started
@@ -312,11 +313,11 @@ class Attempt:
         except asyncio.CancelledError:
             self.close(AttemptKind.CLIENT_GONE)
             raise
-        if isinstance(first, list):
-            return await StreamRelay(self, first).run()
+        if isinstance(first, StreamRelay):
+            return await first.run()
         return await self.answer(first)
 
-    async def until_first_token(self) -> bytes | list[bytes]:
+    async def until_first_token(self) -> bytes | StreamRelay:
         """A stream's first events, or a whole answer's headers, within timeouts.first_token (and the request's deadline)."""
         timeouts = self.candidate.target.timeouts
         first_token = self.started + min(timeouts.first_token, timeouts.total)
@@ -326,7 +327,9 @@ class Attempt:
                 upstream = await self.call()
                 if self.native_stream:
                     self.batches = upstream.event_batches()
-                    return await _first_batch(self.batches, self.provider)
+                    relay = StreamRelay(self)
+                    await relay.first_content()
+                    return relay
         except TimeoutError:
             if at < first_token:
                 raise UpstreamTimeout(f"{self.provider}: no answer within the request's deadline") from None
@@ -345,8 +348,11 @@ class Attempt:
     async def call(self) -> UpstreamResponse:
         """Send and check the status: the upstream's answer with its headers read."""
         req, target, resume = self.exchange.req, self.candidate.target, self.exchange.resume
-        body = req.body if resume is None else resume.body_for(self.adapter)
-        call = self.adapter.build_call(req.op, body, target.model, self.native_stream)
+        if self.native:
+            call = self.adapter.build_native_call(req.original or req.body, target.model, self.native_stream)
+        else:
+            body = req.body if resume is None else resume.body_for(self.adapter)
+            call = self.adapter.build_call(req.op, body, target.model, self.native_stream)
         call.connect_timeout = target.timeouts.connect
         self.upstream = upstream = await self.exchange.gateway.transport.send(target.provider, call, req.request_id)
         self.outcome.status = upstream.status
@@ -386,7 +392,7 @@ class Attempt:
             raise self.failed(UpstreamProtocolError(f"{self.provider}: answer is not a JSON object")) from exc
         ctx = self.context()
         try:
-            out, usage = self.adapter.translate_response(req.op, payload, ctx)
+            out, usage = (payload, self.adapter.native_usage(payload, ctx)) if self.native else self.adapter.translate_response(req.op, payload, ctx)
         except BadAnswer as exc:  # a 200 that is no completion: the next candidate, never garbage to the client
             raise self.failed(UpstreamProtocolError(f"{self.provider}: {exc}")) from None
         if usage is None:  # none reported, or nonsense: charge an estimate, marked as one, and show it
@@ -401,7 +407,7 @@ class Attempt:
             headers["x-router-cost-usd"] = format_usd(exchange.record.cost_micro)
         if not req.stream:
             exchange.record.first_token_mono = exchange.record.ended_mono or time.monotonic()
-            answer = exchange.door.answer(out, req.original or req.body)
+            answer = out if self.native else exchange.door.answer(out, req.original or req.body)
             return web.Response(body=orjson.dumps(answer), headers=headers, content_type="application/json")
         return await self.stream_whole(out, headers)
 
@@ -454,30 +460,45 @@ class StreamRelay:
 
     __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets", "idle", "resume", "sent", "error_event", "emit")
 
-    def __init__(self, attempt: Attempt, first: list[bytes]) -> None:
+    def __init__(self, attempt: Attempt) -> None:
         assert attempt.batches is not None
         exchange = attempt.exchange
         self.attempt = attempt
         self.batches = attempt.batches
-        self.translator: StreamTranslator = attempt.adapter.stream_translator(exchange.req.op, attempt.context())
+        ctx = attempt.context()
+        self.translator: StreamTranslator = attempt.adapter.native_stream(ctx) if attempt.native else attempt.adapter.stream_translator(exchange.req.op, ctx)
         self.relayed = 0  # chunks the client was sent: the estimate when the stream ends without usage
         self.done = False  # the upstream's [DONE] arrived
         self.secrets = exchange.table.secrets()
         self.idle = attempt.candidate.target.timeouts.idle
         self.resume = exchange.resume  # continuing a broken stream: the same client response
         self.emit = exchange.emitter() if self.resume is None else self.resume.emit
-        recovers = attempt.candidate.alias.stream_recovery == "continue" and continues(exchange.req.op, exchange.req.body)
+        recovers = attempt.candidate.alias.stream_recovery == "continue" and not attempt.native and continues(exchange.req.op, exchange.req.body)
         self.sent: list[bytes] | None = [] if recovers else None  # what the client got, kept only to continue it
         self.error_event: UpstreamStreamError | None = None  # an upstream error event, raised once what preceded it is out
-        try:
-            self.pending = self.translate(first)  # nothing reached the client yet: a bad first event fails over
-        except BadAnswer as exc:
-            raise attempt.failed(UpstreamProtocolError(f"{attempt.provider}: {exc}")) from None
-        if self.error_event is not None and not self.pending:
-            raise attempt.failed(self.error_event)
+        self.pending: list[bytes] = []
+
+    async def first_content(self) -> None:
+        """Read until the stream has something for the client (the caller bounds it by timeouts.first_token).
+
+        Nothing has reached the client yet, so a bad event, an error event or a
+        stream that ends first fails over.  Reads that give the client nothing
+        (keep-alives, an Anthropic message_start) are read past.
+        """
+        attempt = self.attempt
+        while not any(self.pending) and not self.done:
+            batch = await anext(self.batches, None)
+            if batch is None:
+                raise UpstreamProtocolError(f"{attempt.provider}: the stream ended before its first event")
+            try:
+                self.pending = self.translate(batch)
+            except BadAnswer as exc:
+                raise UpstreamProtocolError(f"{attempt.provider}: {exc}") from None
+            if self.error_event is not None and not any(self.pending):
+                raise self.error_event
         attempt.succeed(None)  # before the headers: the trace says this target answered
         if self.resume is None:
-            self.response: web.StreamResponse = RelayResponse(headers={**exchange.router_headers(attempt.candidate), **SSE_HEADERS})
+            self.response: web.StreamResponse = RelayResponse(headers={**attempt.exchange.router_headers(attempt.candidate), **SSE_HEADERS})
         else:
             self.response = self.resume.response
             self.pending.insert(0, self.resume.comment(attempt.candidate.target.key))
@@ -519,7 +540,7 @@ class StreamRelay:
             await self.response.write(b"".join(out))
             raise self.error_event
         out.extend(self.emit.chunk(chunk) for chunk in self.translator.finish())
-        out.append(self.emit.end())
+        out.append(b"" if self.attempt.native else self.emit.end())  # a native stream carried its own end
         await self.response.write_eof(b"".join(out))  # what arrived with [DONE] leaves with the end of the stream
 
     async def next_batch(self) -> list[bytes] | None:
@@ -545,12 +566,12 @@ class StreamRelay:
                 break
             if self.resume is not None:
                 chunk = self.resume.adapt(chunk)
-            if self.translator.usage is not None and b'"usage"' in chunk and self.attempt.exchange.table.expose_cost:
+            if self.translator.usage is not None and b'"usage"' in chunk and self.attempt.exchange.table.expose_cost and not self.attempt.native:
                 chunk = self.costed(chunk)
             if self.sent is not None:
                 self.sent.append(chunk)
             self.relayed += 1
-            out.append(self.emit.chunk(chunk))
+            out.append(self.translator.framed(chunk) if self.attempt.native else self.emit.chunk(chunk))
         return out
 
     def costed(self, chunk: bytes) -> bytes:
@@ -621,12 +642,3 @@ def _loop_deadline(deadline: float) -> float:
     # ``deadline`` is on time.monotonic(); asyncio's clock may differ in origin.
     loop = asyncio.get_running_loop()
     return loop.time() + (deadline - time.monotonic())
-
-
-async def _first_batch(batches: AsyncIterator[list[bytes]], provider: str) -> list[bytes]:
-    """The first events that carry data (empty ones before them are dropped)."""
-    async for batch in batches:
-        for i, data in enumerate(batch):
-            if data:
-                return batch[i:]
-    raise UpstreamProtocolError(f"{provider}: the stream ended before its first event")

@@ -91,7 +91,7 @@ def parse_request(op: Operation, raw: bytes, request_id: str, translate: Callabl
     ``translate`` is a front door's (router/frontdoor): the client's body as an
     OpenAI request, checked the same way after it; the client's own is kept.
     """
-    original = _decode(raw)
+    original = decode_body(raw)
     body = original if translate is None else translate(original)
     models = _models(body)
     _CHECKS[op](body)
@@ -103,7 +103,8 @@ def parse_request(op: Operation, raw: bytes, request_id: str, translate: Callabl
     return ClientRequest(op, body, models, stream, include_usage, request_id, original=None if translate is None else original)
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or a 400 saying what it is instead."""
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
     try:

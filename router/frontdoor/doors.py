@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from router.errors import GatewayError
+from router.errors import GatewayError, InvalidRequest
+from router.frontdoor.anthropic import BadMessagesRequest, MessagesStream, Untranslatable, chat_to_message, count_tokens, error_body, messages_to_chat
 from router.frontdoor.responses import ResponsesStream, chat_to_response, responses_to_chat
 from router.operations import Operation
 from router.sse import DONE_EVENT, encode
@@ -78,8 +79,56 @@ class ResponsesDoor(Door):
         return ResponsesStream(original)
 
 
+class MessagesRender(MessagesStream):
+    """Anthropic's stream events from OpenAI chunks, and its ``error`` event for a stream that broke."""
+
+    def failed(self, message: str) -> bytes:
+        return self.feed({"error": {"type": "api_error", "message": message}})
+
+
+class AnthropicDoor(Door):
+    """``POST /v1/messages``: Anthropic's Messages API (router/frontdoor/anthropic.py translates for OpenAI-shaped
+    targets; an ``anthropic`` target takes the body as it came, ``Adapter.native_doors``)."""
+
+    name = "anthropic"
+
+    def operation(self, op: Operation) -> str:
+        return "messages"
+
+    def chat_body(self, body: Json) -> Json:
+        try:
+            return messages_to_chat(body)
+        except BadMessagesRequest as exc:
+            raise InvalidRequest(str(exc), param=exc.param) from None
+        except Untranslatable as exc:
+            raise InvalidRequest(f"{exc}; this gateway sends Messages requests to OpenAI-shaped targets translated", param=exc.param) from None
+
+    def count_tokens(self, body: Json) -> Json:
+        """``/v1/messages/count_tokens``: the gateway's estimate (a bad body is a 400 naming the field)."""
+        try:
+            return count_tokens(body)
+        except BadMessagesRequest as exc:
+            raise InvalidRequest(str(exc), param=exc.param) from None
+
+    def answer(self, out: Json, original: Json) -> Json:
+        return chat_to_message(out, str(original.get("model") or out.get("model") or ""))
+
+    def stream(self, original: Json) -> StreamRender | None:
+        return MessagesRender(str(original.get("model") or ""))
+
+    def error_body(self, error: GatewayError) -> bytes:
+        return orjson.dumps(error_body(error.status, error.message))
+
+
 OPENAI = Door()
 RESPONSES = ResponsesDoor()
+ANTHROPIC = AnthropicDoor()
+_BY_PATH = {"/v1/messages": ANTHROPIC, "/v1/messages/count_tokens": ANTHROPIC}
+
+
+def door_for(path: str) -> Door:
+    """The door a path belongs to, for an error raised before its handler ran (auth, overload, a bad route)."""
+    return _BY_PATH.get(path, OPENAI)
 
 
 class Emitter:
