@@ -12,6 +12,7 @@ usage is prompt tokens only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -26,10 +27,12 @@ from providers.base import (
     Usage,
     check_completion,
     check_embeddings,
+    checked_usage,
     event_object,
     usage_from_embedding,
     usage_from_openai,
 )
+from providers.openai_responses import NativeResponsesStream, check_response, native_call, read_responses_usage
 from providers.operations import Operation
 
 PATHS = {Operation.CHAT: "/chat/completions", Operation.COMPLETION: "/completions", Operation.EMBEDDING: "/embeddings"}
@@ -143,6 +146,17 @@ class OpenAIAdapter(Adapter):
     )
     default_base_url = "https://api.openai.com/v1"
 
+    def configured(self, options: Mapping[str, Any]) -> Adapter:
+        """``options.responses: native``: this provider speaks /responses itself (providers/openai_responses.py)."""
+        mode = options.get("responses", "translate")
+        if mode == "translate":
+            return self
+        if mode != "native" or self.kind != "openai":
+            raise ValueError(
+                f"responses: {mode!r} is not an option here; 'native' (kind openai only) passes /v1/responses through, 'translate' maps it onto chat"
+            )
+        return NATIVE_RESPONSES
+
     def build_call(self, op: Operation, body: dict[str, Any], model: str, stream: bool) -> UpstreamCall:
         return UpstreamCall(PATHS[op], orjson.dumps(openai_payload(body, model, stream)), stream)
 
@@ -151,3 +165,26 @@ class OpenAIAdapter(Adapter):
 
     def stream_translator(self, op: Operation, ctx: ResponseContext) -> StreamTranslator:
         return OpenAIStream(ctx)
+
+
+class OpenAIResponsesAdapter(OpenAIAdapter):
+    """The ``openai`` kind for a provider entry with ``options.responses: native``: /v1/responses goes through as it came."""
+
+    native_doors = frozenset({"responses"})
+
+    def configured(self, options: Mapping[str, Any]) -> Adapter:
+        return self
+
+    def build_native_call(self, body: dict[str, Any], model: str, stream: bool) -> UpstreamCall:
+        return native_call(body, model, stream)
+
+    def native_usage(self, payload: dict[str, Any], ctx: ResponseContext) -> Usage | None:
+        check_response(payload)
+        payload["provider"] = ctx.provider
+        return checked_usage(read_responses_usage, payload.get("usage"), ctx)
+
+    def native_stream(self, ctx: ResponseContext) -> StreamTranslator:
+        return NativeResponsesStream(ctx)
+
+
+NATIVE_RESPONSES = OpenAIResponsesAdapter()

@@ -5,6 +5,7 @@
     │   ├── BodyTooLarge              413
     │   ├── BodyTimeout               408 request_timeout (a body sent slower than server.body_timeout)
     │   ├── UnknownModel              404 model_not_found
+    │   ├── NativeOnly                400 needs_native_target (only a target speaking the client's API can take it)
     │   ├── OverPriceCeiling          400 price_ceiling_exceeded (every candidate above max_price)
     │   ├── ConfigRejected            422 invalid_config (POST /admin/reload with a file `check` refuses)
     │   ├── NotFound                  404 not_found (an admin API object that does not exist)
@@ -108,6 +109,11 @@ class GatewayError(Exception):
 
 class InvalidRequest(GatewayError, status=400, type="invalid_request_error", code="invalid_request"):
     """The client's request is wrong; the message names the field."""
+
+
+class NativeOnly(InvalidRequest, code="needs_native_target"):
+    """Valid in the API the client called, but only a target that speaks that API itself can take it (a Responses
+    ``previous_response_id``, an Anthropic document block): the others are skipped; with none left, this 400."""
 
 
 class ConfigRejected(InvalidRequest, status=422, code="invalid_config"):

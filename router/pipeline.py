@@ -151,7 +151,7 @@ class Exchange:
 
     async def handle(self) -> web.StreamResponse:
         raw = await read_body(self.request, self.table.server)
-        self._req = parse_request(self.op, raw, self.record.request_id, None if self.door is OPENAI else self.door.chat_body)
+        self._req = parse_request(self.op, raw, self.record.request_id, self.door)
         describe_request(self.record, self._req, self.request, self.table)
         allowed = self.admission.allowed(self.table, self._req, self.candidates())
         return await self.send_with_fallback(allowed, self.admission.entry(self.gateway, self._req, len(raw)))

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 
 from providers.base import estimate_prompt_tokens
-from router.errors import InvalidRequest
+from router.errors import InvalidRequest, NativeOnly
+from router.frontdoor.doors import OPENAI, Door
 from router.operations import Operation
 
 # Type checks for the fields whose mistakes we can name before any upstream
@@ -46,6 +47,8 @@ class ClientRequest:
     request_id: str
     received_at: float = field(default_factory=time.monotonic)
     original: dict[str, Any] | None = None  # the client's own body when a front door translated it (router/frontdoor)
+    door: str = "openai"  # the front door it came in by (router/frontdoor/doors.py)
+    native_only: NativeOnly | None = None  # why only a target speaking that door's API natively can take it
     _prompt_tokens: int | None = None
 
     @property
@@ -85,14 +88,21 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
-def parse_request(op: Operation, raw: bytes, request_id: str, translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> ClientRequest:
+def parse_request(op: Operation, raw: bytes, request_id: str, door: Door = OPENAI) -> ClientRequest:
     """The body, checked once: every mistake a client can make here is a 400 naming the field.
 
-    ``translate`` is a front door's (router/frontdoor): the client's body as an
-    OpenAI request, checked the same way after it; the client's own is kept.
+    Another front door than OpenAI's (router/frontdoor) translates the client's
+    body into an OpenAI request first, checked the same way after it; the
+    client's own is kept for targets that speak its API natively.
     """
     original = decode_body(raw)
-    body = original if translate is None else translate(original)
+    if door is OPENAI:
+        body = original
+    else:
+        try:
+            body = door.chat_body(original)
+        except NativeOnly as exc:
+            return native_only(op, original, request_id, door, exc)
     models = _models(body)
     _CHECKS[op](body)
     _check_numbers(body)
@@ -100,7 +110,15 @@ def parse_request(op: Operation, raw: bytes, request_id: str, translate: Callabl
     if stream and op is Operation.EMBEDDING:
         raise InvalidRequest("embeddings are not streamed: drop 'stream'", param="stream")
     _check_attribution(body)
-    return ClientRequest(op, body, models, stream, include_usage, request_id, original=None if translate is None else original)
+    return ClientRequest(op, body, models, stream, include_usage, request_id, original=None if door is OPENAI else original, door=door.name)
+
+
+def native_only(op: Operation, original: dict[str, Any], request_id: str, door: Door, reason: NativeOnly) -> ClientRequest:  # noqa: PLR0913
+    """A request only targets speaking the client's API can take: its own body, checked as far as routing needs."""
+    models = _models(original)
+    stream, _ = _stream(original)
+    _check_attribution(original)
+    return ClientRequest(op, original, models, stream, False, request_id, original=original, door=door.name, native_only=reason)
 
 
 def decode_body(raw: bytes) -> dict[str, Any]:

@@ -163,3 +163,17 @@ async def test_the_quick_start_answers_messages_from_the_mock(start_gateway, tmp
     async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/messages", data=b"not json", headers={"content-type": "application/json"}) as r:
         body = orjson.loads(await r.read())
         assert r.status == 400 and body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+
+
+async def test_what_only_an_anthropic_target_can_take_goes_to_one_and_is_a_clear_400_elsewhere(gateway):
+    kind, upstream, gw = gateway
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is green."}}
+    content = [document, {"type": "text", "text": "What colour is the sky?"}]
+    async with client(gw.url) as sdk:
+        if kind == "anthropic":  # the body went as it came, document block and all
+            message = await sdk.messages.create(model="claude", max_tokens=32, messages=[{"role": "user", "content": content}])  # type: ignore[list-item]
+            assert message.content[0].type == "text" and upstream.received[0].body["messages"][0]["content"][0]["type"] == "document"
+        else:
+            with pytest.raises(anthropic.BadRequestError) as refused:
+                await sdk.messages.create(model="claude", max_tokens=32, messages=[{"role": "user", "content": content}])  # type: ignore[list-item]
+            assert "only an anthropic target can take it" in refused.value.body["error"]["message"] and not upstream.received  # type: ignore[index]

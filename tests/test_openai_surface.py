@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.config import load_table
-from tests.conftest import ADMIN_HEADERS, PROJECT_ROOT, provider_entry, wait_for
+from tests.conftest import ADMIN_HEADERS, PROJECT_ROOT, provider_entry, table_from, wait_for
 from tests.fakes.upstream import Behaviour
 
 PRICE = {"input": "0.13", "output": "0", "version": "emb-1"}
@@ -175,3 +175,38 @@ async def test_a_browser_preflight_from_an_allowed_origin_gets_cors_headers_and_
             assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
             assert "x-router-trace" in r.headers["Access-Control-Expose-Headers"]
             await r.read()
+
+
+async def test_responses_pass_through_natively_to_a_provider_declared_to_speak_them(make_upstream, start_gateway, tmp_path):
+    native, down = await make_upstream("openai"), await make_upstream("openai")
+    down.default = Behaviour(status=503)
+    price = {"input": "2", "output": "8", "cached_input": "0.5", "version": "r-1"}
+    config = {
+        "providers": {"down": provider_entry(down, options={"responses": "native"}), "native": provider_entry(native, options={"responses": "native"})},
+        "models": {"chat": {"targets": [{"provider": "down", "model": "r0"}, {"provider": "native", "model": "r1", "price": price}]}},
+        "ledger": ledger(tmp_path),
+    }
+    gw = await start_gateway(config)
+    client = sdk(gw.url)
+    raw = await client.responses.with_raw_response.create(model="chat", input="hi", instructions="Be brief", previous_response_id="resp_kept_upstream")
+    answer = raw.parse()
+    assert raw.headers["x-router-trace"] == "down/r0=status 503, native/r1=ok"
+    assert answer.id.startswith("resp_fake") and answer.output_text == "Hello from openai responses"  # the upstream's own Response
+    sent = native.received[0]
+    assert (
+        sent.path == "/v1/responses" and sent.body["input"] == "hi" and sent.body["previous_response_id"] == "resp_kept_upstream" and sent.body["model"] == "r1"
+    )
+    async with client.responses.stream(model="chat", input="hi") as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    assert final.output_text == "Hello from openai responses" and kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    rows = await usage_by(gw.url, "operation", 2)
+    # the fake's usage: 12 input (4 cached), 9 output: 8 x 2 + 4 x 0.5 + 9 x 8 = 90 micro-dollars a request
+    assert rows["responses"]["cost_micro_usd"] == 180 and rows["responses"]["cached_tokens"] == 8
+    await client.close()
+
+
+def test_responses_native_is_refused_where_it_cannot_apply(tmp_path):
+    config = {"providers": {"m": {"kind": "mock", "options": {"responses": "native"}}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}}
+    with pytest.raises(Exception, match="providers.m.options"):
+        table_from(config)

@@ -25,7 +25,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from openai.types.responses.response_create_params import ResponseCreateParamsNonStreaming
 from pydantic import TypeAdapter
 
-from router.errors import InvalidRequest
+from router.errors import InvalidRequest, NativeOnly
 from router.frontdoor.responses import BadResponsesRequest, ResponsesStream, chat_to_response, new_response_id, responses_to_chat
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
@@ -278,7 +278,9 @@ def test_a_request_a_chat_target_cannot_serve_is_a_400_naming_the_field(body, pa
     error = caught.value
     assert isinstance(error, ValueError) and isinstance(error, InvalidRequest) and error.status == 400
     assert error.param == param and words in error.message
-    assert json.loads(error.to_body())["error"] == {"message": error.message, "type": "invalid_request_error", "param": param, "code": "invalid_request"}
+    # State and built-in tools only a provider speaking Responses itself can serve: such a target still may (NativeOnly).
+    code = "needs_native_target" if isinstance(error, NativeOnly) else "invalid_request"
+    assert json.loads(error.to_body())["error"] == {"message": error.message, "type": "invalid_request_error", "param": param, "code": code}
 
 
 # ---------------------------------------------------------------- response

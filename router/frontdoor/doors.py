@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from router.errors import GatewayError, InvalidRequest
+from router.errors import GatewayError, InvalidRequest, NativeOnly
 from router.frontdoor.anthropic import BadMessagesRequest, MessagesStream, Untranslatable, chat_to_message, count_tokens, error_body, messages_to_chat
 from router.frontdoor.responses import ResponsesStream, chat_to_response, responses_to_chat
 from router.operations import Operation
@@ -101,7 +101,7 @@ class AnthropicDoor(Door):
         except BadMessagesRequest as exc:
             raise InvalidRequest(str(exc), param=exc.param) from None
         except Untranslatable as exc:
-            raise InvalidRequest(f"{exc}; this gateway sends Messages requests to OpenAI-shaped targets translated", param=exc.param) from None
+            raise NativeOnly(f"{exc}: only an anthropic target can take it, and this alias has none", param=exc.param) from None
 
     def count_tokens(self, body: Json) -> Json:
         """``/v1/messages/count_tokens``: the gateway's estimate (a bad body is a 400 naming the field)."""

@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from router.errors import InvalidRequest
+from router.errors import InvalidRequest, NativeOnly
 
 Json = dict[str, Any]
 
@@ -52,6 +52,10 @@ class BadResponsesRequest(InvalidRequest, ValueError):
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message, param=param)
+
+
+class NeedsNative(BadResponsesRequest, NativeOnly):
+    """A Responses feature only a provider that speaks the Responses API itself can serve (state, built-in tools)."""
 
 
 _NO_STATE = "this gateway keeps no conversation state: send the whole conversation in `input` each time"
@@ -119,11 +123,9 @@ def responses_to_chat(body: Json) -> Json:
 def _refuse_state(body: Json) -> None:
     for name, message in _STATEFUL.items():
         if name in body:
-            raise BadResponsesRequest(message, name)
+            raise NeedsNative(message, name)
     if body.get("background") is True:
-        raise BadResponsesRequest(
-            "background is not supported: a background response is kept to be polled later, and this gateway keeps no responses", "background"
-        )
+        raise NeedsNative("background is not supported: a background response is kept to be polled later, and this gateway keeps no responses", "background")
 
 
 def _instruction_messages(body: Json) -> list[Json]:
@@ -285,7 +287,7 @@ def chat_tools(tools: Any) -> list[Json]:
         tool = _present(_need(tool, dict, where, "an object"))
         kind = tool.get("type")
         if kind != "function":
-            raise BadResponsesRequest(
+            raise NeedsNative(
                 f"{where}: the {kind!r} tool is not supported: built-in tools run inside OpenAI's Responses API, and this gateway serves the model through chat completions, which take function tools only",
                 f"{where}.type",
             )

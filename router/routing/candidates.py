@@ -57,8 +57,12 @@ def resolve_candidates(table: RouteTable, req: ClientRequest) -> tuple[list[Cand
                 if target.key in seen_targets:
                     continue
                 seen_targets.add(target.key)
-                caps = ADAPTERS[target.provider.kind].capabilities
-                bad = caps.unsupported_param(req.body)
+                adapter = ADAPTERS[target.provider.kind].configured(target.provider.options)
+                native = req.door in adapter.native_doors  # takes the client's body as it came
+                if req.native_only is not None and not native:
+                    skipped.append(Skip(f"{alias.name} -> {target.key}", f"does not speak the {req.door} API itself ({req.native_only.param})"))
+                    continue
+                bad = None if native else adapter.capabilities.unsupported_param(req.body)
                 if bad is not None:
                     skipped.append(Skip(f"{alias.name} -> {target.key}", f"unsupported parameter {bad}"))
                     continue
@@ -74,6 +78,8 @@ def resolve_candidates(table: RouteTable, req: ClientRequest) -> tuple[list[Cand
             raise _unknown(table, name)
         visit(alias, name)
 
+    if not candidates and req.native_only is not None:
+        raise req.native_only
     if not candidates:
         reasons = "; ".join(f"{s.label}: {s.reason}" for s in skipped) or "no targets"
         param = next((s.reason.rsplit(" ", 1)[-1] for s in skipped if s.reason.startswith("unsupported parameter")), None)

@@ -36,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import responses as fake_responses
 from tests.fakes.gemini import gemini_answer
 
 BASE_PATHS = {"openai": "/v1", "forii": "/inference/v1", "forefront": "/v1", "interactive": "/api/v1", "azure": "", "gemini": "", "anthropic": ""}
@@ -157,6 +158,7 @@ class FakeUpstream:
             app.router.add_post(base + "/completions", self._completions)
         if self.kind == "openai":
             app.router.add_post(base + "/embeddings", self._embeddings)
+            app.router.add_post(base + "/responses", self._responses)
         if self.kind == "azure":
             deployment = "/openai/deployments/{deployment}"
             app.router.add_post(deployment + "/chat/completions", self._chat)
@@ -368,6 +370,24 @@ class FakeUpstream:
         if self.kind == "azure":
             return {"error": {"code": str(status), "message": f"fake azure says {status}"}}
         return {"error": {"message": f"fake {self.kind} says {status}", "type": "server_error", "param": None, "code": str(status)}}
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API (tests/fakes/responses.py), for providers declared to speak it natively."""
+        body, error = await self._accept(request)
+        if error is not None:
+            return error
+        assert body is not None
+        behaviour = self._next()
+        if behaviour.status >= 400:
+            return web.json_response(behaviour.body or self._status_body(behaviour.status), status=behaviour.status, headers=behaviour.headers)
+        text, ident = behaviour.text or f"Hello from {self.kind} responses", f"fake{next(self._ids)}"
+        if not body.get("stream"):
+            return web.json_response(fake_responses.response(body, text, ident), headers=behaviour.headers)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", **behaviour.headers})
+        await stream.prepare(request)
+        for event in fake_responses.events(body, text, ident):
+            await stream.write(event)
+        return stream
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         """OpenAI's (and Azure's) embeddings: one vector per input, floats or base64 float32, usage prompt tokens only."""
