@@ -104,12 +104,12 @@ class OpenAIStream(StreamTranslator):
         self._label = b'{"provider":' + orjson.dumps(ctx.provider) + b","
 
     def translate(self, data: bytes) -> bytes | None:
-        chunk = event_object(data)
-        if b'"usage"' in data:
+        chunk = event_object(data)  # parsed once: the key checks below are dict lookups, not scans of the bytes
+        if "usage" in chunk:
             return self._with_usage(chunk, data)
-        if not chunk or b'"provider"' in data:
+        if not chunk or "provider" in chunk or data[:1] != b"{":
             return self._labelled(chunk)
-        return self._label + data.lstrip()[1:]
+        return self._label + data[1:]
 
     def _with_usage(self, chunk: dict[str, Any], data: bytes) -> bytes | None:
         if self.ctx.usage_rejected:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
@@ -67,7 +67,7 @@ from router.routing.candidates import Candidate, resolve_candidates
 from router.routing.ceiling import apply_ceiling, ceiling_error
 from router.routing.engine import Ticket
 from router.secrets import scrub, scrub_value
-from router.sse import DONE, chunks_from_response
+from router.sse import DONE, chunks_from_response, encode
 from router.state.store import Admission as StoreAdmission
 from router.state.store import Entry, RedisUnavailable
 from router.transport import UpstreamResponse
@@ -318,32 +318,26 @@ class Attempt:
         return await self.answer(first)
 
     async def until_first_token(self) -> bytes | StreamRelay:
-        """A stream's first events, or a whole answer's headers, within timeouts.first_token (and the request's deadline)."""
-        timeouts = self.candidate.target.timeouts
+        """A stream's first events, or a whole answer's headers, within timeouts.first_token (and the request's
+        deadline); then a whole answer's body within timeouts.total.  One timer, moved on between the two."""
+        timeouts, deadline = self.candidate.target.timeouts, self.exchange.deadline
         first_token = self.started + min(timeouts.first_token, timeouts.total)
-        at = min(first_token, self.exchange.deadline)
+        waiting_first = first_token <= deadline  # False: the request's deadline comes first, and is what a timeout means
         try:
-            async with asyncio.timeout_at(_loop_deadline(at)):
+            async with asyncio.timeout_at(_loop_deadline(min(first_token, deadline))) as timer:
                 upstream = await self.call()
                 if self.native_stream:
                     self.batches = upstream.event_batches()
                     relay = StreamRelay(self)
                     await relay.first_content()
                     return relay
-        except TimeoutError:
-            if at < first_token:
-                raise UpstreamTimeout(f"{self.provider}: no answer within the request's deadline") from None
-            raise FirstTokenTimeout(f"{self.provider}: nothing within timeouts.first_token ({at - self.started:g} s)") from None
-        return await self.whole_body(upstream)
-
-    async def whole_body(self, upstream: UpstreamResponse) -> bytes:
-        """The rest of a whole answer, within timeouts.total (and the request's deadline)."""
-        at = min(self.started + self.candidate.target.timeouts.total, self.exchange.deadline)
-        try:
-            async with asyncio.timeout_at(_loop_deadline(at)):
+                waiting_first = False  # the headers are in: what is left is the body, within timeouts.total
+                timer.reschedule(_loop_deadline(min(self.started + timeouts.total, deadline)))
                 return await upstream.read()
         except TimeoutError:
-            raise UpstreamTimeout(f"{self.provider}: the answer did not arrive within timeouts.total or the request's deadline") from None
+            if waiting_first:
+                raise FirstTokenTimeout(f"{self.provider}: nothing within timeouts.first_token ({first_token - self.started:g} s)") from None
+            raise UpstreamTimeout(f"{self.provider}: no answer within timeouts.total or the request's deadline") from None
 
     async def call(self) -> UpstreamResponse:
         """Send and check the status: the upstream's answer with its headers read."""
@@ -450,6 +444,33 @@ class Attempt:
         self.outcome.latency_ms = (time.monotonic() - self.started) * 1000
 
 
+class Watchdog:
+    """``timeouts.idle`` with one timer per idle period rather than one per read: each read (and each write)
+    marks the stream alive; the timer, when due, cancels the relay only if nothing did since."""
+
+    __slots__ = ("idle", "loop", "task", "last", "handle", "fired")
+
+    def __init__(self, idle: float) -> None:
+        self.idle, self.loop, self.task, self.fired = idle, asyncio.get_running_loop(), asyncio.current_task(), False
+        self.last = self.loop.time()
+        self.handle: asyncio.TimerHandle | None = self.loop.call_at(self.last + idle, self.check)
+
+    def alive(self) -> None:
+        self.last = self.loop.time()
+
+    def check(self) -> None:
+        due = self.last + self.idle
+        if self.loop.time() < due:
+            self.handle = self.loop.call_at(due, self.check)
+        elif self.task is not None:
+            self.fired, self.handle = True, None
+            self.task.cancel()
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
 class StreamRelay:
     """Relay one upstream stream as it arrives.  The client's first byte commits the request to this target.
 
@@ -458,7 +479,24 @@ class StreamRelay:
     headers ride with the first write and the chunked-encoding end with the last.
     """
 
-    __slots__ = ("attempt", "batches", "translator", "response", "relayed", "done", "pending", "secrets", "idle", "resume", "sent", "error_event", "emit")
+    __slots__ = (
+        "attempt",
+        "batches",
+        "translator",
+        "response",
+        "relayed",
+        "done",
+        "pending",
+        "secrets",
+        "idle",
+        "resume",
+        "sent",
+        "error_event",
+        "emit",
+        "write",
+        "uncosted",
+        "watchdog",
+    )
 
     def __init__(self, attempt: Attempt) -> None:
         assert attempt.batches is not None
@@ -477,6 +515,10 @@ class StreamRelay:
         self.sent: list[bytes] | None = [] if recovers else None  # what the client got, kept only to continue it
         self.error_event: UpstreamStreamError | None = None  # an upstream error event, raised once what preceded it is out
         self.pending: list[bytes] = []
+        # How a chunk is written: as relayed (OpenAI's door), in the client's API's events, or passed through natively.
+        self.write: Callable[[bytes], bytes] = self.translator.framed if attempt.native else encode if self.emit.render is None else self.emit.chunk
+        self.uncosted = exchange.table.expose_cost and not attempt.native  # the usage chunk gets the request's cost, once
+        self.watchdog: Watchdog | None = None  # started with the relay (run)
 
     async def first_content(self) -> None:
         """Read until the stream has something for the client (the caller bounds it by timeouts.first_token).
@@ -509,6 +551,7 @@ class StreamRelay:
             if self.resume is None:
                 await self.response.prepare(attempt.exchange.request)
                 record.first_token_mono = time.monotonic()
+            self.watchdog = Watchdog(self.idle)
             async with asyncio.timeout_at(_loop_deadline(attempt.started + attempt.candidate.target.timeouts.total)):
                 await self.pump()
         except TimeoutError:
@@ -517,21 +560,37 @@ class StreamRelay:
             await self.broke(UpstreamProtocolError(f"{attempt.provider}: {exc}"))
         except UpstreamError as exc:
             await self.broke(exc)
-        except (ConnectionResetError, asyncio.CancelledError) as exc:
+        except asyncio.CancelledError as exc:
+            await self.cancelled(exc)
+        except ConnectionResetError as exc:
             self.client_left(exc)
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             assert attempt.upstream is not None
             attempt.upstream.close()
             self.charge()
         return self.response
 
+    async def cancelled(self, exc: asyncio.CancelledError) -> None:
+        """The watchdog's cancel is a stall (timeouts.idle); any other is the client going away."""
+        if self.watchdog is None or not self.watchdog.fired:
+            self.client_left(exc)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        await self.broke(StreamStalled(f"{self.attempt.provider}: the stream was silent for {self.idle:g} s (timeouts.idle)"))
+
     async def pump(self) -> None:
-        out, first = self.pending, True
+        assert self.watchdog is not None
+        out, first, alive = self.pending, True, self.watchdog.alive
         while not self.done:
             if out or first:  # the first pass always writes: the headers must not wait for the next read
                 await self.response.write(b"".join(out))
+                alive()  # a client slow to read is no silence of the upstream's
                 first = False
-            batch = await self.next_batch()
+            batch = await anext(self.batches, None)
+            alive()
             if batch is None:
                 out = []
                 break
@@ -543,40 +602,40 @@ class StreamRelay:
         out.append(b"" if self.attempt.native else self.emit.end())  # a native stream carried its own end
         await self.response.write_eof(b"".join(out))  # what arrived with [DONE] leaves with the end of the stream
 
-    async def next_batch(self) -> list[bytes] | None:
-        """The next read of the stream (None at its end), within timeouts.idle."""
-        try:
-            async with asyncio.timeout(self.idle):
-                return await anext(self.batches, None)
-        except TimeoutError:
-            raise StreamStalled(f"{self.attempt.provider}: the stream was silent for {self.idle:g} s (timeouts.idle)") from None
-
     def translate(self, batch: list[bytes]) -> list[bytes]:
         """One network read of events as client chunks (one write); an upstream error event ends the stream."""
         out: list[bytes] = []
+        translate, write = self.translator.translate, self.write
         for data in batch:
             if data == DONE:
                 self.done = True
                 break
-            chunk = self.translator.translate(data)
+            chunk = translate(data)
             if chunk is None:
                 continue
             if b'"error"' in chunk and self.is_error_event(chunk):
                 self.done = True
                 break
-            if self.resume is not None:
-                chunk = self.resume.adapt(chunk)
-            if self.translator.usage is not None and b'"usage"' in chunk and self.attempt.exchange.table.expose_cost and not self.attempt.native:
+            if self.resume is not None or self.sent is not None:
+                chunk = self.kept(chunk)
+            if self.uncosted and self.translator.usage is not None and b'"usage"' in chunk:
                 chunk = self.costed(chunk)
-            if self.sent is not None:
-                self.sent.append(chunk)
             self.relayed += 1
-            out.append(self.translator.framed(chunk) if self.attempt.native else self.emit.chunk(chunk))
+            out.append(write(chunk))
         return out
+
+    def kept(self, chunk: bytes) -> bytes:
+        """Recovery's view of a chunk: one id across a continued stream, and what the client has, to continue it."""
+        if self.resume is not None:
+            chunk = self.resume.adapt(chunk)
+        if self.sent is not None:
+            self.sent.append(chunk)
+        return chunk
 
     def costed(self, chunk: bytes) -> bytes:
         """The usage chunk with what the request cost: the attempt is charged now (charge() later prices it the same)."""
         assert self.translator.usage is not None
+        self.uncosted = False
         self.attempt.outcome.charge(self.translator.usage)
         data = orjson.loads(chunk)
         if not isinstance(data.get("usage"), dict):

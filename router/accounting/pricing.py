@@ -10,7 +10,7 @@ record is rounded once, half-up, so sums over many records stay exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from providers.base import Usage
@@ -33,8 +33,18 @@ class CostParts:
     def total(self) -> Decimal:
         return self.input + self.cached_input + self.cache_write + self.output + self.reasoning
 
+    def split(self) -> tuple[Decimal, ...]:
+        """The parts in field order (what ``usage.cost_details`` lists)."""
+        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
+
     def __add__(self, other: CostParts) -> CostParts:
-        return CostParts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(CostParts)))
+        return CostParts(
+            self.input + other.input,
+            self.cached_input + other.cached_input,
+            self.cache_write + other.cache_write,
+            self.output + other.output,
+            self.reasoning + other.reasoning,
+        )
 
 
 NO_COST = CostParts()

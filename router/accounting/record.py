@@ -18,6 +18,7 @@ from router.accounting.pricing import NO_COST, CostParts, cost_parts, to_micro, 
 from router.config import Price
 from router.outcome import AttemptKind, HealthEffect
 
+_PART_NAMES = ("input", "cached_input", "cache_write", "output", "reasoning")  # CostParts' fields, in order
 TRACE_LIMIT = 2000  # characters of x-router-trace
 STREAM_ERROR = "stream_error"  # the status of a stream that broke after the client's first byte
 
@@ -127,8 +128,9 @@ class RequestRecord:
 
     def cost_for_client(self) -> dict[str, Any]:
         """``usage.cost`` (USD) and ``usage.cost_details`` (each part rounded alone), from the same cost as the ledger row."""
-        parts = sum((a.parts for a in self.attempts), NO_COST)
-        details = {name: usd(to_micro(getattr(parts, name))) for name in ("input", "cached_input", "cache_write", "output", "reasoning")}
+        charged = [a.parts for a in self.attempts if a.parts is not NO_COST]
+        parts = charged[0] if len(charged) == 1 else sum(charged, NO_COST)
+        details = {name: usd(to_micro(part)) if part else 0.0 for name, part in zip(_PART_NAMES, parts.split(), strict=True)}
         return {"cost": usd(self.cost_micro), "cost_details": details}
 
     @property
