@@ -299,3 +299,43 @@ def test_stream_recovery_needs_another_candidate_to_continue_with(tmp_path):
     checked = subprocess.run([sys.executable, "-m", "router", "check", str(path)], capture_output=True, text=True, check=False)
     assert checked.returncode == 1
     assert "models.chat.stream_recovery: continue needs a second target or a fallback alias" in checked.stderr
+
+
+async def test_at_256_concurrent_streams_every_stall_is_continued_and_every_429_is_a_429(make_upstream, start_gateway, tmp_path):
+    stalling, next_one = await make_upstream("openai"), await make_upstream("openai")
+    stalling.default = Behaviour(gate=asyncio.Event(), text="Once upon")  # every stream stalls after its first chunk
+    next_one.default = Behaviour(text="a time.")
+    config = recovering(stalling, next_one, tmp_path)
+    config["providers"]["a"]["health"] = {"failure_threshold": 1_000_000, "min_requests": 1_000_000}  # keep sending them to a
+    gw = await start_gateway(config)
+    records = listen(gw)
+    connector = aiohttp.TCPConnector(limit=0)
+    body = {"model": "chat", "stream": True, **CHAT}
+
+    async def one(s: aiohttp.ClientSession) -> tuple[str, set[str], bool]:
+        async with s.post(gw.url + "/v1/chat/completions", json=body) as r:
+            events = [line[6:].strip() for line in (await r.read()).split(b"\n") if line.startswith(b"data: ")]
+        chunks = [orjson.loads(e) for e in events if e != b"[DONE]"]
+        return texts(events), {c["id"] for c in chunks if "id" in c}, events[-1] == b"[DONE]"
+
+    async with aiohttp.ClientSession(connector=connector) as s:
+        results = await asyncio.gather(*(one(s) for _ in range(256)))
+    assert all(text == "Oncea time." and len(ids) == 1 and done for text, ids, done in results)
+    await wait_for(lambda: len(records) == 256)
+    assert {r.trace for r in records} == {"a/ma=idle timeout mid-stream, b/mb=continued"}
+    assert {r.status_label for r in records} == {"200"}
+
+
+async def test_at_256_concurrent_clients_every_candidate_429_is_a_429_never_a_5xx(make_upstream, start_gateway):
+    a, b = await make_upstream("openai"), await make_upstream("openai")
+    a.default = b.default = Behaviour(status=429, headers={"Retry-After": "2"})
+    gw = await start_gateway(two_providers(a, b))
+
+    async def one(s: aiohttp.ClientSession) -> tuple[int, str | None, str]:
+        async with s.post(gw.url + "/v1/chat/completions", json={"model": "chat", **CHAT}) as r:
+            return r.status, r.headers.get("Retry-After"), (await r.json())["error"]["code"]
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        results = await asyncio.gather(*(one(s) for _ in range(256)))
+    assert {status for status, _, _ in results} == {429}
+    assert {code for _, _, code in results} == {"rate_limit_exceeded"} and all(1 <= int(wait or 0) <= 2 for _, wait, _ in results)
