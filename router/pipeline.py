@@ -448,18 +448,22 @@ class Watchdog:
     """``timeouts.idle`` with one timer per idle period rather than one per read: each read (and each write)
     marks the stream alive; the timer, when due, cancels the relay only if nothing did since."""
 
-    __slots__ = ("idle", "loop", "task", "last", "handle", "fired")
+    __slots__ = ("idle", "loop", "task", "last", "handle", "fired", "paused")
 
     def __init__(self, idle: float) -> None:
-        self.idle, self.loop, self.task, self.fired = idle, asyncio.get_running_loop(), asyncio.current_task(), False
+        self.idle, self.loop, self.task, self.fired, self.paused = idle, asyncio.get_running_loop(), asyncio.current_task(), False, False
         self.last = self.loop.time()
         self.handle: asyncio.TimerHandle | None = self.loop.call_at(self.last + idle, self.check)
 
     def alive(self) -> None:
-        self.last = self.loop.time()
+        self.last, self.paused = self.loop.time(), False
+
+    def pause(self) -> None:
+        """Writing to the client: a slow reader is no silence of the upstream's."""
+        self.paused = True
 
     def check(self) -> None:
-        due = self.last + self.idle
+        due = (self.loop.time() if self.paused else self.last) + self.idle
         if self.loop.time() < due:
             self.handle = self.loop.call_at(due, self.check)
         elif self.task is not None:
@@ -583,11 +587,12 @@ class StreamRelay:
 
     async def pump(self) -> None:
         assert self.watchdog is not None
-        out, first, alive = self.pending, True, self.watchdog.alive
+        out, first, alive, pause = self.pending, True, self.watchdog.alive, self.watchdog.pause
         while not self.done:
             if out or first:  # the first pass always writes: the headers must not wait for the next read
+                pause()
                 await self.response.write(b"".join(out))
-                alive()  # a client slow to read is no silence of the upstream's
+                alive()
                 first = False
             batch = await anext(self.batches, None)
             alive()

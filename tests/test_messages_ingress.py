@@ -177,3 +177,32 @@ async def test_what_only_an_anthropic_target_can_take_goes_to_one_and_is_a_clear
             with pytest.raises(anthropic.BadRequestError) as refused:
                 await sdk.messages.create(model="claude", max_tokens=32, messages=[{"role": "user", "content": content}])  # type: ignore[list-item]
             assert "only an anthropic target can take it" in refused.value.body["error"]["message"] and not upstream.received  # type: ignore[index]
+
+
+async def test_a_native_answer_that_is_no_message_fails_over_and_an_echoed_key_never_reaches_the_client(make_upstream, start_gateway):
+    claude, gpt = await make_upstream("anthropic"), await make_upstream("openai")
+    claude.then(Behaviour(raw=b'{"type": "message", "content": "not a list"}'))
+    echo = orjson.dumps({"type": "error", "error": {"type": "overloaded_error", "message": f"key {claude.api_key} is over quota"}})
+    start = orjson.dumps(
+        {
+            "type": "message_start",
+            "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "c", "content": [], "usage": {"input_tokens": 3, "output_tokens": 0}},
+        }
+    )
+    delta = orjson.dumps({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})
+    block = orjson.dumps({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+    claude.then(Behaviour(events=[start, block, delta, echo]))
+    config = {
+        "providers": {"claude": provider_entry(claude), "gpt": provider_entry(gpt)},
+        "models": {"claude": {"targets": [{"provider": "claude", "model": "claude-up"}, {"provider": "gpt", "model": "gpt-up"}]}},
+        "auth": {"enabled": False},
+    }
+    gw = await start_gateway(config)
+    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0) as sdk:
+        raw = await sdk.messages.with_raw_response.create(model="claude", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["x-router-trace"].startswith("claude/claude-up=protocol") and (await raw.parse()).content[0].text == "Hello from openai"  # type: ignore[union-attr]
+    body = {"model": "claude", "max_tokens": 16, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s, s.post(gw.url + "/v1/messages", json=body) as r:
+        streamed = await r.read()
+    assert b"event: content_block_delta" in streamed and b"event: error" in streamed  # passed through, then the gateway's error event
+    assert claude.api_key.encode() not in streamed
