@@ -210,3 +210,45 @@ def test_responses_native_is_refused_where_it_cannot_apply(tmp_path):
     config = {"providers": {"m": {"kind": "mock", "options": {"responses": "native"}}}, "models": {"chat": {"targets": [{"provider": "m", "model": "x"}]}}}
     with pytest.raises(Exception, match="providers.m.options"):
         table_from(config)
+
+
+TOOL_CALL_ANSWER = {
+    "id": "chatcmpl-tools",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "c",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38},
+}
+
+
+async def test_a_responses_function_call_round_trip_against_a_chat_fake(make_upstream, start_gateway):
+    up = await make_upstream("openai")
+    up.then(Behaviour(body=TOOL_CALL_ANSWER), Behaviour(text="It is sunny in Paris."))
+    gw = await start_gateway({"providers": {"up": provider_entry(up)}, "models": {"chat": {"targets": [{"provider": "up", "model": "c"}]}}})
+    client = sdk(gw.url)
+    first = await client.responses.create(model="chat", input="Weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
+    call = next(item for item in first.output if item.type == "function_call")
+    assert (call.name, call.call_id, call.arguments) == ("get_weather", "call_7", '{"city": "Paris"}')
+    assert up.received[0].body["tools"][0]["function"]["name"] == "get_weather"  # chat's tool shape went upstream
+    follow = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": "call_7", "name": "get_weather", "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": "call_7", "output": "sunny"},
+    ]
+    async with client.responses.stream(model="chat", input=follow, tools=[WEATHER]) as stream:  # type: ignore[arg-type, list-item]
+        final = await stream.get_final_response()
+    assert final.output_text == "It is sunny in Paris."
+    sent = up.received[1].body["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == "call_7" and sent[2] == {"role": "tool", "tool_call_id": "call_7", "content": "sunny"}
+    await client.close()
