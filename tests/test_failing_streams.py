@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import aiohttp
+import anthropic
 import openai
 import orjson
 import pytest
@@ -339,3 +340,20 @@ async def test_at_256_concurrent_clients_every_candidate_429_is_a_429_never_a_5x
         results = await asyncio.gather(*(one(s) for _ in range(256)))
     assert {status for status, _, _ in results} == {429}
     assert {code for _, _, code in results} == {"rate_limit_exceeded"} and all(1 <= int(wait or 0) <= 2 for _, wait, _ in results)
+
+
+async def test_recovery_continues_a_stream_that_came_in_by_another_front_door(make_upstream, start_gateway, tmp_path):
+    """The same continuation under the Messages and Responses APIs: one message / one response, both attempts' text."""
+    stalling, next_one = await make_upstream("openai"), await make_upstream("openai")
+    stalling.default = Behaviour(gate=asyncio.Event(), text="Once upon")
+    next_one.default = Behaviour(text="a time.")
+    gw = await start_gateway(recovering(stalling, next_one, tmp_path))
+    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0) as claude:
+        async with claude.messages.stream(model="chat", max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as stream:
+            text = "".join([delta async for delta in stream.text_stream])
+            message = await stream.get_final_message()
+    assert text == "Oncea time." and message.content[0].text == text  # type: ignore[union-attr]
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0) as client:
+        async with client.responses.stream(model="chat", input="hi") as responses:
+            final = await responses.get_final_response()
+    assert final.output_text == "Oncea time."
