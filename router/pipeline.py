@@ -1,18 +1,23 @@
 """The request path: one ``Exchange`` per client request, one ``Attempt`` per upstream call.
 
     Exchange.run                   finish the record whatever happens, then account for it
-    -> Exchange.handle             read and parse the body once (router/request.py)
+    -> Exchange.handle             read and parse the body once (router/request.py), through the front
+                                   door it came in by (router/frontdoor: OpenAI's, Responses, Messages)
     -> Exchange.candidates         routing/candidates.py: aliases, fallbacks, the request's models;
                                    routing/ceiling.py: drop what is over the request's max_price
     -> Admission.admit             auth/admission.py: allowed aliases, key/team limits, budget reservation
-    -> Exchange.send_with_fallback routing/engine.py orders by strategy and admits one candidate against
-                                   shared state (circuit, cooldown, quota, limits); stop at the first
-                                   answer or a caller's 4xx
+    -> Exchange.send_with_fallback routing/engine.py orders by strategy (naming in the trace what local
+                                   state set aside) and admits one candidate against shared state
+                                   (circuit, cooldown, quota, limits); stop at the first answer or a
+                                   caller's 4xx; all refused for rate: 429 with Retry-After
     -> Exchange.send_with_retries  retry.py: the same target again with backoff, per the alias's policy
     -> Exchange.attempt            one Attempt; its typed outcome reported to routing afterwards
-    -> Attempt.send                adapter builds, transport sends, the status is checked
+    -> Attempt.send                until_first_token: adapter builds, transport sends, the status is
+                                   checked, within timeouts.first_token (then the body within total)
        -> Attempt.answer           a whole answer, translated (and streamed from, for a provider that cannot stream)
-       -> StreamRelay.run          SSE relayed as it arrives; after the first byte, no failover
+       -> StreamRelay.run          SSE relayed as it arrives (first_content commits it), timeouts.idle by a
+                                   watchdog; after the first byte no failover, unless the alias continues
+                                   the broken stream with the next candidate (router/recovery.py)
     -> Exchange.account            settle and release what admission took, hand the record to the ledger
 
 Each rung takes one or two arguments; what a request carries from rung to
