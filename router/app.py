@@ -125,16 +125,21 @@ async def count_message_tokens(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     body = decode_body(await read_body(request, gateway.table.server))
     counted = ANTHROPIC.count_tokens(body)
-    alias = gateway.table.lookup(str(body["model"]))
-    principal = request.get(PRINCIPAL)
-    if alias is None or (principal is not None and not principal.may_use((alias.name,))):
-        raise UnknownModel(f"no model {body['model']!r} is served here", param="model", code="model_not_found")
+    callable_alias(request, str(body["model"]))
     return web.Response(body=orjson.dumps(counted), content_type="application/json")
 
 
 @ROUTES.post("/v1/responses")
 async def responses(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, Operation.CHAT, RESPONSES)
+
+
+def callable_alias(request: web.Request, name: str) -> Alias:
+    """The alias serving ``name`` for this caller; 404 model_not_found when there is none or its key may not use it."""
+    alias, principal = request.app[GATEWAY].table.lookup(name), request.get(PRINCIPAL)
+    if alias is None or (principal is not None and not principal.may_use((alias.name,))):
+        raise UnknownModel(f"no model {name!r} is served here; GET /v1/models lists those that are", param="model", code="model_not_found")
+    return alias
 
 
 def model_object(name: str, alias: Alias) -> dict[str, Any]:
@@ -154,11 +159,8 @@ async def list_models(request: web.Request) -> web.Response:
 @ROUTES.get("/v1/models/{model:.+}")
 async def retrieve_model(request: web.Request) -> web.Response:
     """One callable name: an alias, or a name a wildcard alias serves (``mock/anything``)."""
-    name, principal = request.match_info["model"], request.get(PRINCIPAL)
-    alias = request.app[GATEWAY].table.lookup(name)
-    if alias is None or (principal is not None and not principal.may_use((alias.name,))):
-        raise UnknownModel(f"no model {name!r} is served here; GET /v1/models lists those that are", param="model", code="model_not_found")
-    return web.Response(body=orjson.dumps(model_object(name, alias)), content_type="application/json")
+    name = request.match_info["model"]
+    return web.Response(body=orjson.dumps(model_object(name, callable_alias(request, name))), content_type="application/json")
 
 
 @ROUTES.get("/healthz")

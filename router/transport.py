@@ -20,7 +20,7 @@ from providers import ADAPTERS
 from providers.base import UpstreamCall
 from providers.mock import MockUpstream
 from router.config import Provider, ServerSettings
-from router.errors import UpstreamConnectError, UpstreamConnectTimeout, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
+from router.errors import UpstreamConnectError, UpstreamConnectTimeout, UpstreamProtocolError, UpstreamTooLarge
 from router.sse import iter_event_batches
 
 
@@ -56,8 +56,6 @@ class HttpResponse:
     async def read(self) -> bytes:
         try:
             return await self._read_bounded()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self._provider.name}: timed out reading the answer") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(_describe(self._provider, exc)) from exc
         finally:
@@ -80,8 +78,6 @@ class HttpResponse:
         try:
             async for batch in iter_event_batches(self._response.content.iter_any()):
                 yield batch
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self._provider.name}: stream went silent") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(_describe(self._provider, exc)) from exc
 
